@@ -1,0 +1,53 @@
+// Numerically stable scalar helpers for preference objectives, shared by first- and third-party
+// plugins. Header-only, standard library only.
+#ifndef PREFDIFF_OBJECTIVE_MATH_HPP
+#define PREFDIFF_OBJECTIVE_MATH_HPP
+
+#include <cmath>
+#include <cstddef>
+
+#include "prefdiff/sdk.hpp"
+
+namespace prefdiff::sdk::math {
+
+// log(1 + exp(x)) without overflow or cancellation.
+inline double softplus(double x) {
+  return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+}
+
+// sigma(x) = 1 / (1 + exp(-x)), accurate in both tails.
+inline double sigmoid(double x) {
+  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
+  const double e = std::exp(x);
+  return e / (1.0 + e);
+}
+
+// log sigma(x) = -softplus(-x).
+inline double log_sigmoid(double x) { return -softplus(-x); }
+
+// E(x) = expm1(x) / x with E(0) = 1; accurate for all finite x.
+inline double expm1_over_x(double x) {
+  if (std::fabs(x) < 1e-8) return 1.0 + 0.5 * x;  // next term x^2/6 is below double precision here
+  return std::expm1(x) / x;
+}
+
+// The Diffusion-DPO logit h = -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l)).
+inline double dpo_margin(double beta, double model_w, double model_l, double ref_w, double ref_l) {
+  return -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l));
+}
+
+// Fills margin[i] for every pair of the batch.
+inline void dpo_margins(double beta, const ObjectiveBatch& batch, double* margin) {
+  for (std::size_t i = 0; i < batch.count; ++i)
+    margin[i] = dpo_margin(beta, batch.model_w[i], batch.model_l[i], batch.ref_w[i], batch.ref_l[i]);
+}
+
+// Chain rule from dl/dh to the two denoising errors: dh/dmodel_w = -beta/2, dh/dmodel_l = +beta/2.
+inline void write_margin_gradient(double beta, double dloss_dh, std::size_t i, ObjectiveResult& result) {
+  result.dloss_dmodel_w[i] = dloss_dh * (-0.5 * beta);
+  result.dloss_dmodel_l[i] = dloss_dh * (0.5 * beta);
+}
+
+}  // namespace prefdiff::sdk::math
+
+#endif  // PREFDIFF_OBJECTIVE_MATH_HPP
