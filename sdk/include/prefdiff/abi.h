@@ -89,6 +89,8 @@ typedef enum pd_param_type {
 #define PD_PARAM_MIN_EXCLUSIVE 0x4u
 #define PD_PARAM_MAX_EXCLUSIVE 0x8u
 #define PD_PARAM_OPTIONAL 0x10u /* no default; absent means "not set" (e.g. alpha in fixed mode) */
+#define PD_PARAM_PATH 0x20u     /* STRING is a filesystem path: the host makes a relative one relative to
+                                   the recipe file that sets it */
 
 typedef struct pd_param_spec {
   uint32_t struct_size;

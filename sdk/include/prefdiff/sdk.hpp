@@ -124,6 +124,8 @@ class ParamSpec {
   }
   // A parameter without a default: absent unless the recipe sets it.
   ParamSpec& optional() { bounds_ |= PD_PARAM_OPTIONAL; return *this; }
+  // A string holding a filesystem path, resolved by the host relative to the recipe that sets it.
+  ParamSpec& path() { bounds_ |= PD_PARAM_PATH; return *this; }
   ParamSpec& min(double value, bool exclusive = false) {
     min_ = value;
     bounds_ |= PD_PARAM_HAS_MIN | (exclusive ? PD_PARAM_MIN_EXCLUSIVE : 0u);
