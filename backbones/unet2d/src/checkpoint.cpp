@@ -1,0 +1,146 @@
+#include "prefdiff/unet2d/checkpoint.hpp"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
+#include <optional>
+
+namespace prefdiff::unet2d {
+
+namespace {
+
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+using torch::autograd::variable_list;
+
+struct AutocastState {
+  bool cuda = false, cpu = false;
+  at::ScalarType cuda_dtype = at::kHalf, cpu_dtype = at::kBFloat16;
+  static AutocastState capture() {
+    AutocastState s;
+    s.cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+    s.cpu = at::autocast::is_autocast_enabled(at::kCPU);
+    s.cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+    s.cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+    return s;
+  }
+  void apply() const {
+    at::autocast::set_autocast_enabled(at::kCUDA, cuda);
+    at::autocast::set_autocast_enabled(at::kCPU, cpu);
+    at::autocast::set_autocast_dtype(at::kCUDA, cuda_dtype);
+    at::autocast::set_autocast_dtype(at::kCPU, cpu_dtype);
+  }
+};
+
+struct CheckpointBackward : public Node {
+  TensorFn fn;
+  std::vector<SavedVariable> saved_inputs;
+  std::vector<at::Tensor> params;  // leaves, safe to hold directly
+  size_t n_inputs = 0;
+  AutocastState autocast;
+  std::optional<at::Generator> gen;  // default generator of the inputs' device, when it was captured
+  at::Tensor rng_state;
+
+  std::string name() const override { return "prefdiff::CheckpointBackward"; }
+
+  variable_list apply(variable_list&& grads) override {
+    std::vector<at::Tensor> inputs;
+    std::vector<at::Tensor> wrt;
+    for (auto& sv : saved_inputs) {
+      at::Tensor t = sv.unpack();
+      if (!t.defined()) {
+        inputs.emplace_back();
+        continue;
+      }
+      at::Tensor d = t.detach();
+      if (t.requires_grad()) d.requires_grad_(true);
+      inputs.push_back(d);
+    }
+    std::vector<at::Tensor> outputs;
+    {
+      at::AutoGradMode enable(true);
+      AutocastState outer = AutocastState::capture();
+      autocast.apply();
+      at::Tensor outer_rng;
+      if (gen) {
+        std::lock_guard<std::mutex> lock(gen->mutex());
+        outer_rng = gen->get_state();
+        gen->set_state(rng_state);
+      }
+      try {
+        outputs = fn(inputs);
+      } catch (...) {
+        outer.apply();
+        throw;
+      }
+      if (gen) {
+        std::lock_guard<std::mutex> lock(gen->mutex());
+        gen->set_state(outer_rng);
+      }
+      outer.apply();
+    }
+    // Differentiate only w.r.t. what requires grad; the rest gets an undefined gradient.
+    std::vector<size_t> slot;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (inputs[i].defined() && inputs[i].requires_grad()) wrt.push_back(inputs[i]), slot.push_back(i);
+    for (size_t i = 0; i < params.size(); ++i)
+      if (params[i].requires_grad()) wrt.push_back(params[i]), slot.push_back(n_inputs + i);
+    std::vector<at::Tensor> outs, gouts;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (outputs[i].requires_grad() && grads[i].defined()) {
+        outs.push_back(outputs[i]);
+        gouts.push_back(grads[i]);
+      }
+    }
+    variable_list result(n_inputs + params.size());
+    if (outs.empty() || wrt.empty()) return result;
+    auto g = torch::autograd::grad(outs, wrt, gouts, /*retain_graph=*/false, /*create_graph=*/false,
+                                   /*allow_unused=*/true);
+    for (size_t i = 0; i < g.size(); ++i) result[slot[i]] = g[i];
+    return result;
+  }
+
+  void release_variables() override {
+    saved_inputs.clear();
+    fn = nullptr;
+  }
+};
+
+}  // namespace
+
+std::vector<at::Tensor> checkpoint(TensorFn fn, const std::vector<at::Tensor>& inputs,
+                                   const std::vector<at::Tensor>& params) {
+  bool needs = at::GradMode::is_enabled() &&
+               (std::any_of(inputs.begin(), inputs.end(), [](const at::Tensor& t) { return t.defined() && t.requires_grad(); }) ||
+                std::any_of(params.begin(), params.end(), [](const at::Tensor& t) { return t.requires_grad(); }));
+  if (!needs) return fn(inputs);
+
+  auto node = c10::make_intrusive<CheckpointBackward>();
+  node->autocast = AutocastState::capture();
+  c10::Device dev = inputs.empty() ? c10::Device(at::kCPU) : inputs[0].device();
+  if (dev.is_cpu() || dev.is_cuda()) {
+    node->gen = at::globalContext().defaultGenerator(dev);
+    std::lock_guard<std::mutex> lock(node->gen->mutex());
+    node->rng_state = node->gen->get_state();
+  }
+  std::vector<at::Tensor> outputs;
+  {
+    at::NoGradGuard no_grad;
+    outputs = fn(inputs);
+  }
+  std::vector<at::Tensor> all(inputs);
+  all.insert(all.end(), params.begin(), params.end());
+  node->set_next_edges(torch::autograd::collect_next_edges(all));
+  for (const auto& t : inputs) node->saved_inputs.emplace_back(t, /*is_output=*/false);
+  node->params = params;
+  node->n_inputs = inputs.size();
+  node->fn = std::move(fn);
+  for (auto& out : outputs) torch::autograd::set_history(out, node);
+  return outputs;
+}
+
+}  // namespace prefdiff::unet2d

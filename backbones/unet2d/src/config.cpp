@@ -1,0 +1,298 @@
+// config.json -> Unet2dConfig, following diffusers' UNet2DConditionModel.__init__ defaults and the
+// used/ignored/refused policy of the spec. Problems are collected and reported together.
+#include "prefdiff/unet2d/config.hpp"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+namespace prefdiff::unet2d {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Every key of UNet2DConditionModel.__init__ with its default (spec section 6).
+const json& defaults() {
+  static const json d = {
+      {"sample_size", nullptr},
+      {"in_channels", 4},
+      {"out_channels", 4},
+      {"center_input_sample", false},
+      {"flip_sin_to_cos", true},
+      {"freq_shift", 0},
+      {"down_block_types", {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"}},
+      {"mid_block_type", "UNetMidBlock2DCrossAttn"},
+      {"up_block_types", {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"}},
+      {"only_cross_attention", false},
+      {"block_out_channels", {320, 640, 1280, 1280}},
+      {"layers_per_block", 2},
+      {"downsample_padding", 1},
+      {"mid_block_scale_factor", 1},
+      {"dropout", 0.0},
+      {"act_fn", "silu"},
+      {"norm_num_groups", 32},
+      {"norm_eps", 1e-5},
+      {"cross_attention_dim", 1280},
+      {"transformer_layers_per_block", 1},
+      {"reverse_transformer_layers_per_block", nullptr},
+      {"encoder_hid_dim", nullptr},
+      {"encoder_hid_dim_type", nullptr},
+      {"attention_head_dim", 8},
+      {"num_attention_heads", nullptr},
+      {"dual_cross_attention", false},
+      {"use_linear_projection", false},
+      {"class_embed_type", nullptr},
+      {"addition_embed_type", nullptr},
+      {"addition_time_embed_dim", nullptr},
+      {"num_class_embeds", nullptr},
+      {"upcast_attention", false},
+      {"resnet_time_scale_shift", "default"},
+      {"resnet_skip_time_act", false},
+      {"resnet_out_scale_factor", 1.0},
+      {"time_embedding_type", "positional"},
+      {"time_embedding_dim", nullptr},
+      {"time_embedding_act_fn", nullptr},
+      {"timestep_post_act", nullptr},
+      {"time_cond_proj_dim", nullptr},
+      {"conv_in_kernel", 3},
+      {"conv_out_kernel", 3},
+      {"projection_class_embeddings_input_dim", nullptr},
+      {"attention_type", "default"},
+      {"class_embeddings_concat", false},
+      {"mid_block_only_cross_attention", nullptr},
+      {"cross_attention_norm", nullptr},
+      {"addition_embed_type_num_heads", 64},
+  };
+  return d;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+class Reader {
+ public:
+  Reader(const json& j, std::vector<std::string>* problems) : j_(j), problems_(problems) {}
+
+  // The value of `key`, or its default when absent or null.
+  const json& get(const std::string& key) const {
+    auto it = j_.find(key);
+    if (it == j_.end() || it->is_null()) return defaults().at(key);
+    return *it;
+  }
+  int64_t integer(const std::string& key, int64_t min_value = 0) {
+    const json& v = get(key);
+    if (!v.is_number_integer() || v.get<int64_t>() < min_value) {
+      problem(key, "must be an integer >= " + std::to_string(min_value) + ", got " + v.dump());
+      return min_value;
+    }
+    return v.get<int64_t>();
+  }
+  double number(const std::string& key) {
+    const json& v = get(key);
+    if (!v.is_number()) {
+      problem(key, "must be a number, got " + v.dump());
+      return 0;
+    }
+    return v.get<double>();
+  }
+  bool boolean(const std::string& key) {
+    const json& v = get(key);
+    if (!v.is_boolean()) {
+      problem(key, "must be true or false, got " + v.dump());
+      return false;
+    }
+    return v.get<bool>();
+  }
+  // An int broadcast to n blocks, or a list of n ints.
+  std::vector<int64_t> per_block(const std::string& key, size_t n, int64_t min_value = 1) {
+    const json& v = get(key);
+    if (v.is_number_integer() && v.get<int64_t>() >= min_value) return std::vector<int64_t>(n, v.get<int64_t>());
+    if (v.is_array() && v.size() == n &&
+        std::all_of(v.begin(), v.end(), [&](const json& e) { return e.is_number_integer() && e.get<int64_t>() >= min_value; }))
+      return v.get<std::vector<int64_t>>();
+    problem(key, "must be an integer >= " + std::to_string(min_value) + " or a list of " + std::to_string(n) +
+                     " such integers (one per block), got " + v.dump());
+    return std::vector<int64_t>(n, min_value);
+  }
+  // Refuses any value other than the listed ones (compared after null -> default).
+  void require(const std::string& key, const json& allowed, const std::string& why) {
+    const json& v = get(key);
+    if (v != allowed) problem(key, "is " + v.dump() + " but prefdiff supports only " + allowed.dump() + " (" + why + ")");
+  }
+  void problem(const std::string& key, const std::string& msg) { problems_->push_back("'" + key + "' " + msg); }
+
+ private:
+  const json& j_;
+  std::vector<std::string>* problems_;
+};
+
+BlockKind parse_block(const std::string& s, bool down, Reader& r, const std::string& key) {
+  if (down && s == "CrossAttnDownBlock2D") return BlockKind::kCrossAttnDown;
+  if (down && s == "DownBlock2D") return BlockKind::kDown;
+  if (!down && s == "CrossAttnUpBlock2D") return BlockKind::kCrossAttnUp;
+  if (!down && s == "UpBlock2D") return BlockKind::kUp;
+  r.problem(key, "contains unsupported block type '" + s + "' (supported: " +
+                     (down ? "CrossAttnDownBlock2D, DownBlock2D" : "CrossAttnUpBlock2D, UpBlock2D") + ")");
+  return down ? BlockKind::kDown : BlockKind::kUp;
+}
+
+}  // namespace
+
+json Unet2dConfig::to_diffusers_json(const json& source) {
+  json out = defaults();
+  for (auto it = source.begin(); it != source.end(); ++it)
+    if (out.contains(it.key())) out[it.key()] = it.value();
+  out["_class_name"] = "UNet2DConditionModel";
+  out["_diffusers_version"] = source.value("_diffusers_version", std::string("0.30.3"));
+  return out;
+}
+
+Unet2dConfig Unet2dConfig::from_json(const json& j, const std::string& origin) {
+  std::vector<std::string> problems;
+  if (!j.is_object()) throw ConfigError(origin + ": the UNet config must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (k.empty() || k[0] == '_' || defaults().contains(k)) continue;
+    std::string best;
+    size_t best_d = 4;
+    for (auto d = defaults().begin(); d != defaults().end(); ++d) {
+      size_t dist = edit_distance(k, d.key());
+      if (dist < best_d) best_d = dist, best = d.key();
+    }
+    problems.push_back("unknown key '" + k + "'" + (best.empty() ? "" : " (did you mean '" + best + "'?)"));
+  }
+  if (j.contains("_class_name") && j["_class_name"] != "UNet2DConditionModel")
+    problems.push_back("'_class_name' is " + j["_class_name"].dump() + ", expected \"UNet2DConditionModel\"");
+
+  Reader r(j, &problems);
+  Unet2dConfig c;
+  c.in_channels = r.integer("in_channels", 1);
+  c.out_channels = r.integer("out_channels", 1);
+  c.center_input_sample = r.boolean("center_input_sample");
+  c.flip_sin_to_cos = r.boolean("flip_sin_to_cos");
+  c.freq_shift = r.number("freq_shift");
+
+  const json& boc = r.get("block_out_channels");
+  if (boc.is_array() && !boc.empty() &&
+      std::all_of(boc.begin(), boc.end(), [](const json& e) { return e.is_number_integer() && e.get<int64_t>() > 0; }))
+    c.block_out_channels = boc.get<std::vector<int64_t>>();
+  else
+    r.problem("block_out_channels", "must be a non-empty list of positive integers, got " + boc.dump());
+  size_t n = c.block_out_channels.empty() ? 1 : c.block_out_channels.size();
+
+  for (const char* key : {"down_block_types", "up_block_types"}) {
+    const json& v = r.get(key);
+    bool down = std::string(key) == "down_block_types";
+    if (!v.is_array() || v.size() != n) {
+      r.problem(key, "must list one block type per entry of block_out_channels (" + std::to_string(n) + "), got " + v.dump());
+      continue;
+    }
+    for (const auto& e : v) {
+      if (!e.is_string()) {
+        r.problem(key, "must contain strings");
+        continue;
+      }
+      (down ? c.down_blocks : c.up_blocks).push_back(parse_block(e.get<std::string>(), down, r, key));
+    }
+  }
+  const json& mid = r.get("mid_block_type");
+  if (j.contains("mid_block_type") && j["mid_block_type"].is_null()) {
+    c.has_mid_block = false;
+  } else if (mid != "UNetMidBlock2DCrossAttn") {
+    r.problem("mid_block_type", "is " + mid.dump() + "; supported: \"UNetMidBlock2DCrossAttn\" or null (no mid block)");
+  }
+
+  c.layers_per_block = r.per_block("layers_per_block", n);
+  c.downsample_padding = r.integer("downsample_padding", 0);
+  c.mid_block_scale_factor = r.number("mid_block_scale_factor");
+  c.dropout = r.number("dropout");
+  if (c.dropout < 0 || c.dropout >= 1) r.problem("dropout", "must be in [0, 1)");
+  const json& groups = r.get("norm_num_groups");
+  if (j.contains("norm_num_groups") && j["norm_num_groups"].is_null())
+    r.problem("norm_num_groups", "is null (no output norm), which prefdiff does not support");
+  else if (!groups.is_number_integer() || groups.get<int64_t>() < 1)
+    r.problem("norm_num_groups", "must be a positive integer, got " + groups.dump());
+  else
+    c.norm_num_groups = groups.get<int64_t>();
+  c.norm_eps = r.number("norm_eps");
+  c.cross_attention_dim = r.per_block("cross_attention_dim", n);
+  const json& tlpb = r.get("transformer_layers_per_block");
+  if (tlpb.is_array() && std::any_of(tlpb.begin(), tlpb.end(), [](const json& e) { return e.is_array(); }))
+    r.problem("transformer_layers_per_block", "nested per-layer lists are not supported (use an int or one int per block)");
+  else
+    c.transformer_layers_per_block = r.per_block("transformer_layers_per_block", n);
+  // Historical diffusers naming: attention_head_dim holds the number of heads unless num_attention_heads is set.
+  const json& nah = r.get("num_attention_heads");
+  c.num_heads = r.per_block(nah.is_null() ? "attention_head_dim" : "num_attention_heads", n);
+  c.use_linear_projection = r.boolean("use_linear_projection");
+  const json& upcast = r.get("upcast_attention");
+  c.upcast_attention = upcast.is_boolean() && upcast.get<bool>();
+
+  const json& aet = r.get("addition_embed_type");
+  if (aet == "text_time") {
+    c.text_time = true;
+    c.addition_time_embed_dim = r.integer("addition_time_embed_dim", 1);
+    c.projection_class_embeddings_input_dim = r.integer("projection_class_embeddings_input_dim", 1);
+    if (c.text_embeds_dim() < 0)
+      r.problem("projection_class_embeddings_input_dim", "is smaller than 6 * addition_time_embed_dim");
+  } else if (!aet.is_null()) {
+    r.problem("addition_embed_type", "is " + aet.dump() + "; supported: null or \"text_time\" (SDXL)");
+  }
+  const json& ted = r.get("time_embedding_dim");
+  c.time_embedding_dim = ted.is_null() ? 4 * (c.block_out_channels.empty() ? 1 : c.block_out_channels[0])
+                                       : r.integer("time_embedding_dim", 1);
+  c.conv_in_kernel = r.integer("conv_in_kernel", 1);
+  c.conv_out_kernel = r.integer("conv_out_kernel", 1);
+  if (c.conv_in_kernel % 2 == 0) r.problem("conv_in_kernel", "must be odd");
+  if (c.conv_out_kernel % 2 == 0) r.problem("conv_out_kernel", "must be odd");
+
+  // Features of UNet2DConditionModel that SD1.5/SDXL checkpoints do not use.
+  r.require("only_cross_attention", false, "cross-attention-only blocks");
+  r.require("act_fn", "silu", "other activations");
+  r.require("reverse_transformer_layers_per_block", nullptr, "asymmetric up blocks");
+  r.require("encoder_hid_dim", nullptr, "encoder_hid_proj");
+  r.require("encoder_hid_dim_type", nullptr, "encoder_hid_proj");
+  r.require("dual_cross_attention", false, "dual cross-attention");
+  r.require("class_embed_type", nullptr, "class embeddings");
+  r.require("num_class_embeds", nullptr, "class embeddings");
+  r.require("resnet_time_scale_shift", "default", "scale-shift time conditioning");
+  r.require("time_embedding_type", "positional", "Fourier time embeddings");
+  r.require("time_embedding_act_fn", nullptr, "an activation after the time embedding");
+  r.require("timestep_post_act", nullptr, "an activation inside the time embedding");
+  r.require("time_cond_proj_dim", nullptr, "LCM guidance conditioning");
+  r.require("attention_type", "default", "gated attention");
+  r.require("class_embeddings_concat", false, "class embeddings");
+  r.require("cross_attention_norm", nullptr, "normed cross-attention context");
+  const json& st = r.get("sample_size");
+  if (!st.is_null() && !st.is_number_integer() && !st.is_array()) r.problem("sample_size", "must be an integer or a list");
+  // Ignored by design (spec): addition_embed_type_num_heads, resnet_skip_time_act, resnet_out_scale_factor,
+  // mid_block_only_cross_attention: diffusers passes none of them to these block types.
+
+  for (size_t i = 0; i < c.block_out_channels.size() && i < c.num_heads.size(); ++i) {
+    if (c.block_out_channels[i] % c.norm_num_groups != 0)
+      problems.push_back("block_out_channels[" + std::to_string(i) + "] = " + std::to_string(c.block_out_channels[i]) +
+                         " is not divisible by norm_num_groups = " + std::to_string(c.norm_num_groups));
+    if (c.block_out_channels[i] < c.num_heads[i])
+      problems.push_back("block " + std::to_string(i) + " has fewer channels than attention heads");
+  }
+  if (!problems.empty()) {
+    std::ostringstream msg;
+    msg << origin << ": " << problems.size() << " problem(s) in the UNet config:";
+    for (const auto& p : problems) msg << "\n  " << p;
+    msg << "\nHINT: prefdiff builds diffusers' UNet2DConditionModel as used by SD1.5/SDXL; see docs/backbones.md.";
+    throw ConfigError(msg.str());
+  }
+  return c;
+}
+
+}  // namespace prefdiff::unet2d

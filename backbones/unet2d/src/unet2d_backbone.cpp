@@ -1,0 +1,123 @@
+#include "prefdiff/unet2d/unet2d_backbone.hpp"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+
+#include "prefdiff/model_io/diffusers_folder.hpp"
+
+namespace prefdiff::unet2d {
+
+namespace {
+
+// RAII CUDA autocast, like `with torch.autocast("cuda", dtype)`.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(c10::ScalarType dtype)
+      : prev_enabled_(at::autocast::is_autocast_enabled(at::kCUDA)), prev_dtype_(at::autocast::get_autocast_dtype(at::kCUDA)) {
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+    at::autocast::increment_nesting();
+  }
+  ~CudaAutocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+  }
+
+ private:
+  bool prev_enabled_;
+  c10::ScalarType prev_dtype_;
+};
+
+const BackboneRegistrar kRegistrar("unet2d", BackboneFactory{
+    "diffusers UNet2DConditionModel (SD1.5, SDXL and compatible configs)",
+    [](const nlohmann::json& config, const BackboneOptions& options) -> std::unique_ptr<Backbone> {
+      return std::make_unique<Unet2dBackbone>(config, options);
+    },
+    [](const std::filesystem::path& folder, const BackboneOptions& options) -> std::unique_ptr<Backbone> {
+      return Unet2dBackbone::from_pretrained(folder, options);
+    }});
+
+}  // namespace
+
+Unet2dBackbone::Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options)
+    : config_json_(Unet2dConfig::to_diffusers_json(config)) {
+  Unet2dConfig cfg = Unet2dConfig::from_json(config);
+  model_ = Unet2dModel(cfg, at::TensorOptions().device(options.device).dtype(options.dtype));
+}
+
+std::unique_ptr<Unet2dBackbone> Unet2dBackbone::from_pretrained(const std::filesystem::path& folder,
+                                                                const BackboneOptions& options) {
+  auto dir = model_io::resolve_model_dir(folder, "unet");
+  nlohmann::json config = model_io::read_json_file(dir / "config.json");
+  std::unique_ptr<Unet2dBackbone> b;
+  try {
+    b = std::make_unique<Unet2dBackbone>(config, options);
+  } catch (const ConfigError& e) {
+    throw ConfigError((dir / "config.json").string() + ": " + e.what());
+  }
+  b->load_weights(dir, options.variant);
+  return b;
+}
+
+at::Tensor Unet2dBackbone::forward(const at::Tensor& noisy_latents, const at::Tensor& timesteps,
+                                   const at::Tensor& encoder_hidden_states, const std::optional<AddedConditions>& added) {
+  at::Tensor text_embeds = added ? added->text_embeds : at::Tensor();
+  at::Tensor time_ids = added ? added->time_ids : at::Tensor();
+  if (autocast_ && noisy_latents.is_cuda()) {
+    CudaAutocast scope(*autocast_);
+    return model_->forward(noisy_latents, timesteps, encoder_hidden_states, text_embeds, time_ids);
+  }
+  return model_->forward(noisy_latents, timesteps, encoder_hidden_states, text_embeds, time_ids);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Unet2dBackbone::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : model_->named_parameters(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+torch::nn::Module& Unet2dBackbone::module() { return *model_; }
+
+void Unet2dBackbone::load_weights(const std::filesystem::path& folder, const std::string& variant) {
+  auto dir = model_io::resolve_model_dir(folder, "unet");
+  auto reader = model_io::CheckpointReader::open(dir, variant);
+  model_io::load_state_dict(named_parameters(), reader, "UNet weights from '" + dir.string() + "'");
+}
+
+void Unet2dBackbone::save(const std::filesystem::path& folder, const BackboneSaveOptions& options) const {
+  model_io::NamedTensors tensors = named_parameters();
+  if (options.dtype)
+    for (auto& nt : tensors) nt.second = nt.second.detach().to(*options.dtype);
+  model_io::SaveOptions so;
+  so.variant = options.variant;
+  so.max_shard_bytes = options.max_shard_bytes;
+  model_io::save_model_folder(folder, config_json_, tensors, so);
+}
+
+void Unet2dBackbone::to(c10::Device device, std::optional<c10::ScalarType> dtype) {
+  if (dtype)
+    model_->to(device, *dtype);
+  else
+    model_->to(device);
+  if (model_->channels_last()) set_channels_last(true);
+}
+
+c10::Device Unet2dBackbone::device() const { return model_->conv_in->weight.device(); }
+c10::ScalarType Unet2dBackbone::dtype() const { return model_->conv_in->weight.scalar_type(); }
+
+void Unet2dBackbone::train(bool on) { model_->train(on); }
+
+void Unet2dBackbone::set_requires_grad(bool on) {
+  for (auto& p : model_->parameters()) p.requires_grad_(on);
+}
+
+void Unet2dBackbone::set_channels_last(bool on) {
+  at::NoGradGuard no_grad;
+  auto fmt = on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  for (auto& p : model_->parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(fmt));
+  model_->set_channels_last(on);
+}
+
+}  // namespace prefdiff::unet2d
