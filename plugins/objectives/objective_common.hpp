@@ -40,7 +40,7 @@ inline double checked_real(const sdk::Params& params, const std::string& plugin_
   const bool above = hi_exclusive ? !(value < hi) : !(value <= hi);
   if (below || above) {
     std::string range = std::string(lo_exclusive ? "(" : "[") + format_number(lo) + ", " +
-                        (std::isinf(hi) ? std::string("inf") : format_number(hi)) + (hi_exclusive ? ")" : "]");
+                        (std::isinf(hi) ? std::string("inf)") : format_number(hi) + (hi_exclusive ? ")" : "]"));
     throw sdk::Error(PD_ERR_INVALID_ARGUMENT, plugin_id + ": parameter '" + name + "' = " + format_number(value) +
                                                   " is outside " + range + ". " + note);
   }
