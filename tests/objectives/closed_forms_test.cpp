@@ -53,6 +53,22 @@ TEST(ClosedForms, AlphaDpoTendsToOneOverAlphaAsHGoesToMinusInfinity) {
   }
 }
 
+TEST(ClosedForms, BatchMeanAlphaReachesBothEndsWithTheExactLimits) {
+  // All sigma(h) round to 1 with mu = 1: alpha = 1 exactly, loss u*log u + 1 - u ~ v^2/2.
+  const AtMargins one = evaluate("alpha_dpo", {real("mu", 1.0)}, {1e4, 50.0});
+  EXPECT_EQ(one.diagnostics[0], 1.0);
+  EXPECT_EQ(one.loss[0], 0.0);
+  const double v = std::exp(-50.0) / (1 + std::exp(-50.0));
+  EXPECT_LE(relative_error(one.loss[1], 0.5 * v * v), 1e-14);
+  EXPECT_LE(relative_error(one.dloss_dh[1], -v * v), 1e-14);
+  // All sigma(h) underflow: alpha = 0 exactly, loss -log u + u - 1 = -h - 1 here, gradient -v^2 = -1.
+  const AtMargins zero = evaluate("alpha_dpo", {}, {-1e4, -800.0});
+  EXPECT_EQ(zero.diagnostics[0], 0.0);
+  EXPECT_EQ(zero.loss[0], 9999.0);
+  EXPECT_EQ(zero.loss[1], 799.0);
+  EXPECT_EQ(zero.dloss_dh[0], -1.0);
+}
+
 TEST(ClosedForms, RdpoGradientTendsToMinusEpsOverOneMinusTwoEps) {
   for (double eps : {0.0, 0.1, 0.2, 0.45}) {
     const AtMargins at = evaluate("rdpo", {real("eps", eps)}, {60.0, 1e4});
