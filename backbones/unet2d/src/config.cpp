@@ -282,8 +282,13 @@ Unet2dConfig Unet2dConfig::from_json(const json& j, const std::string& origin) {
     if (c.block_out_channels[i] % c.norm_num_groups != 0)
       problems.push_back("block_out_channels[" + std::to_string(i) + "] = " + std::to_string(c.block_out_channels[i]) +
                          " is not divisible by norm_num_groups = " + std::to_string(c.norm_num_groups));
-    if (c.block_out_channels[i] < c.num_heads[i])
-      problems.push_back("block " + std::to_string(i) + " has fewer channels than attention heads");
+    size_t n_up = c.up_blocks.size();
+    bool attends = (i < c.down_blocks.size() && c.down_blocks[i] == BlockKind::kCrossAttnDown) ||
+                   (n_up == c.block_out_channels.size() && c.up_blocks[n_up - 1 - i] == BlockKind::kCrossAttnUp) ||
+                   (c.has_mid_block && i + 1 == c.block_out_channels.size());
+    if (attends && c.block_out_channels[i] < c.num_heads[i])
+      problems.push_back("block " + std::to_string(i) + " has " + std::to_string(c.block_out_channels[i]) +
+                         " channels but " + std::to_string(c.num_heads[i]) + " attention heads");
   }
   if (!problems.empty()) {
     std::ostringstream msg;
