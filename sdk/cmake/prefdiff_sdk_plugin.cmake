@@ -17,6 +17,8 @@ function(prefdiff_add_plugin target)
   if(ARG_OUTPUT_DIRECTORY)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "${ARG_OUTPUT_DIRECTORY}")
   endif()
+  # Lets a project build "all its plugins" as one target (prefdiff's own tree uses it).
+  set_property(GLOBAL APPEND PROPERTY PREFDIFF_PLUGIN_TARGETS ${target})
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     # A plugin must not depend on symbols from the host: unresolved symbols fail the link.
     target_link_options(${target} PRIVATE "-Wl,--no-undefined")
