@@ -28,7 +28,10 @@ inline Diff diff(const at::Tensor& a, const at::Tensor& b, double atol, double r
   Diff r;
   r.max_abs = d.numel() ? d.max().item<double>() : 0;
   r.max_ref = y.numel() ? y.abs().max().item<double>() : 0;
-  r.worst_ratio = d.numel() ? (d / (atol + rtol * y.abs())).max().item<double>() : 0;
+  at::Tensor tol = atol + rtol * y.abs();
+  // A zero tolerance (exact zero reference, atol 0) demands exact equality rather than 0/0.
+  at::Tensor ratio = at::where(tol > 0, d / tol.clamp_min(1e-300), at::where(d > 0, INFINITY, 0.0));
+  r.worst_ratio = d.numel() ? ratio.max().item<double>() : 0;
   return r;
 }
 
