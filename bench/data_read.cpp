@@ -17,7 +17,7 @@ using namespace prefdiff::data;
 
 namespace {
 
-void write_shards(const std::string& dir, uint64_t pairs, uint64_t shards) {
+void write_shards(const std::string& dir, uint64_t pairs, uint64_t shards, bool with_std) {
   ShardAttributes a;
   a.backbone_family = "sd15";
   a.latent_shape = {4, 64, 64};
@@ -28,7 +28,8 @@ void write_shards(const std::string& dir, uint64_t pairs, uint64_t shards) {
   a.source_split = "train";
   a.writer = "bench/data_read";
   ShardLayout layout;
-  std::vector<uint16_t> latent(4 * 64 * 64), embeds(77 * 768);
+  layout.latent_std = with_std;
+  std::vector<uint16_t> latent(4 * 64 * 64), embeds(77 * 768), std_dev(4 * 64 * 64, float_to_half(0.05f));
   for (size_t k = 0; k < latent.size(); ++k) latent[k] = float_to_half(static_cast<float>(k % 97) / 97.0f);
   for (size_t k = 0; k < embeds.size(); ++k) embeds[k] = float_to_half(static_cast<float>(k % 89) / 89.0f);
   uint64_t id = 0;
@@ -42,6 +43,7 @@ void write_shards(const std::string& dir, uint64_t pairs, uint64_t shards) {
       latent[0] = static_cast<uint16_t>(id);  // rows differ
       r.latent_w = latent.data();
       r.latent_l = latent.data();
+      r.latent_w_std = r.latent_l_std = with_std ? std_dev.data() : nullptr;
       writer.add_pair(r);
     }
     writer.close();
@@ -60,13 +62,15 @@ double read_epoch(PairReader& reader, uint64_t epoch, uint64_t* pairs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string dir = argc > 1 ? argv[1] : "/tmp/prefdiff-bench-data";
+  // Optional 4th argument "sample": shards with the VAE std, and the reader samples latents from it.
+  const bool sample = argc > 4 && std::string(argv[4]) == "sample";
+  const std::string dir = std::string(argc > 1 ? argv[1] : "/tmp/prefdiff-bench-data") + (sample ? "-std" : "");
   const uint64_t pairs = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 8000;
   const uint64_t batch_size = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 32;
   std::filesystem::create_directories(dir);
   if (!std::filesystem::exists(dir + "/bench-0.h5")) {
     std::printf("writing %llu SD1.5-size pairs to %s ...\n", static_cast<unsigned long long>(pairs), dir.c_str());
-    write_shards(dir, pairs, 4);
+    write_shards(dir, pairs, 4, sample);
   }
   auto source = open_hdf5_pairs(dir + "/bench-*.h5");
   ReaderOptions o;
@@ -75,6 +79,7 @@ int main(int argc, char** argv) {
   o.prefetch = 4;
   o.caption_dropout = 0.2;
   o.tensors = {"latent_w", "latent_l", "prompt_embeds", "pair_id"};
+  o.sample_latents = sample;
   PairReader reader(*source, o);
   const double bytes_per_pair = 2.0 * 4 * 64 * 64 * 2 + 77 * 768 * 2;
   uint64_t n = 0;
@@ -84,9 +89,9 @@ int main(int argc, char** argv) {
     const double seconds = read_epoch(reader, epoch, &n);
     const double rate = static_cast<double>(n) / seconds;
     best = rate > best ? rate : best;
-    std::printf("epoch %llu: %llu pairs in %.3f s = %.0f pairs/s (%.0f MB/s), batch %llu, shuffled, prefetch 4\n",
+    std::printf("epoch %llu: %llu pairs in %.3f s = %.0f pairs/s (%.0f MB/s), batch %llu, shuffled, prefetch 4%s\n",
                 static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(n), seconds, rate, rate * bytes_per_pair / 1e6,
-                static_cast<unsigned long long>(batch_size));
+                static_cast<unsigned long long>(batch_size), sample ? ", latents sampled from std" : "");
   }
   std::printf("best %.0f pairs/s; target 2000 pairs/s on 2 cores: %s\n", best, best >= 2000 ? "met" : "NOT met");
   return best >= 2000 ? 0 : 1;
