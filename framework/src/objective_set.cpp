@@ -18,8 +18,12 @@ void ObjectiveOutputs::resize(size_t count) {
 
 ObjectiveInstance::ObjectiveInstance(const LoadedPlugin& plugin, const nlohmann::json& params) : plugin_(plugin) {
   if (plugin.kind() != PD_KIND_OBJECTIVE) throw std::runtime_error("plugin '" + plugin.id() + "' is not an objective");
+  // Schema defaults for whatever the caller left out (recipes arrive complete; direct callers may not).
+  nlohmann::json complete = params;
+  for (const KeySpec& spec : plugin.params)
+    if (!complete.contains(spec.name) && !spec.default_value.is_null()) complete[spec.name] = spec.default_value;
   std::vector<std::string> storage;
-  const std::vector<pd_param_value> values = to_param_values(plugin, params, storage);
+  const std::vector<pd_param_value> values = to_param_values(plugin, complete, storage);
   sdk::ErrorBuffer error;
   const pd_status status = functions().create(host_services(), values.data(), static_cast<uint32_t>(values.size()),
                                               &instance_, error.get());

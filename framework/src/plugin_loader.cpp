@@ -11,6 +11,7 @@
 
 #include "prefdiff/host/host_services.hpp"
 #include "prefdiff/host/plugin_registry.hpp"
+#include "prefdiff/dataset.h"
 #include "prefdiff/noise.h"
 #include "prefdiff/objective.h"
 #include "prefdiff/sdk.hpp"
@@ -40,6 +41,7 @@ size_t minimum_functions_size(pd_kind kind) {
   switch (kind) {
     case PD_KIND_OBJECTIVE: return offsetof(pd_objective_functions, evaluate) + sizeof(void*);
     case PD_KIND_NOISE_INJECTOR: return offsetof(pd_noise_functions, decide) + sizeof(void*);
+    case PD_KIND_DATASET: return offsetof(pd_dataset_functions, read) + sizeof(void*);
     default: return sizeof(uint32_t);
   }
 }

@@ -101,7 +101,7 @@ class AlphaDpo final : public sdk::Objective {
   }
 
   void evaluate(const sdk::ObjectiveBatch& batch, sdk::ObjectiveResult& out) override {
-    prefdiff::objectives::margins_checked(beta_, batch, out.margin);
+    prefdiff::sdk::math::dpo_margins(beta_, batch, out.margin);
     const bool warmup = mode_ != Mode::kFixed && batch.step < start_step_;
     if (mode_ == Mode::kFixed || warmup) {
       const double alpha = mode_ == Mode::kFixed ? alpha_ : mu_;

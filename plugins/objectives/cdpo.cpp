@@ -37,7 +37,7 @@ class Cdpo final : public sdk::Objective {
                                                 "Use eps in [0, 0.5), e.g. the expected flip rate; 0 is DPO.")) {}
 
   void evaluate(const sdk::ObjectiveBatch& batch, sdk::ObjectiveResult& out) override {
-    prefdiff::objectives::margins_checked(beta_, batch, out.margin);
+    prefdiff::sdk::math::dpo_margins(beta_, batch, out.margin);
     for (size_t i = 0; i < batch.count; ++i) {
       const double h = out.margin[i];
       const double u = math::sigmoid(h), v = math::sigmoid(-h);

@@ -24,7 +24,7 @@ class Dpo final : public sdk::Objective {
       : beta_(prefdiff::objectives::checked_beta(params, "dpo")) {}
 
   void evaluate(const sdk::ObjectiveBatch& batch, sdk::ObjectiveResult& out) override {
-    prefdiff::objectives::margins_checked(beta_, batch, out.margin);
+    prefdiff::sdk::math::dpo_margins(beta_, batch, out.margin);
     for (size_t i = 0; i < batch.count; ++i) {
       const double h = out.margin[i];
       out.loss[i] = math::softplus(-h);

@@ -61,7 +61,7 @@ class HolderDpo final : public sdk::Objective {
                                                   "Use gamma > 0; the paper's default is 2.")) {}
 
   void evaluate(const sdk::ObjectiveBatch& batch, sdk::ObjectiveResult& out) override {
-    prefdiff::objectives::margins_checked(beta_, batch, out.margin);
+    prefdiff::sdk::math::dpo_margins(beta_, batch, out.margin);
     // sums[0] = sum u^g (observed labels), sums[1] = sum u^(1+g) + v^(1+g) (model integral), sums[2] = pairs.
     double sums[3] = {0.0, 0.0, static_cast<double>(batch.count)};
     for (size_t i = 0; i < batch.count; ++i) {

@@ -1,5 +1,5 @@
 // Shared by the five first-party objective plugins: the beta parameter (one doc string, one default),
-// the Diffusion-DPO margin with an overflow check, and range checks whose messages name key, value
+// and range checks whose messages name key, value
 // and fix. Header-only and SDK-only, like everything a plugin includes.
 #ifndef PREFDIFF_PLUGINS_OBJECTIVE_COMMON_HPP
 #define PREFDIFF_PLUGINS_OBJECTIVE_COMMON_HPP
@@ -50,20 +50,6 @@ inline double checked_real(const sdk::Params& params, const std::string& plugin_
 inline double checked_beta(const sdk::Params& params, const std::string& plugin_id) {
   return checked_real(params, plugin_id, "beta", 0.0, true, INFINITY, false,
                       "beta must be > 0 (DiffusionDPO convention, default 5000).");
-}
-
-// Fills margin[i] = h_i. A finite input can still overflow h (huge MSEs times beta); answering with an
-// infinite margin would poison the loss, so it is reported as a non-finite input instead.
-inline void margins_checked(double beta, const sdk::ObjectiveBatch& batch, double* margin) {
-  sdk::math::dpo_margins(beta, batch, margin);
-  for (size_t i = 0; i < batch.count; ++i)
-    if (!std::isfinite(margin[i]))
-      throw sdk::Error(PD_ERR_NON_FINITE,
-                       "pair " + std::to_string(i) + ": the margin h = -0.5*beta*((model_w-ref_w)-(model_l-ref_l)) "
-                       "overflows (beta=" + format_number(beta) + ", model_w=" + format_number(batch.model_w[i]) +
-                       ", model_l=" + format_number(batch.model_l[i]) + ", ref_w=" + format_number(batch.ref_w[i]) +
-                       ", ref_l=" + format_number(batch.ref_l[i]) +
-                       "). HINT: the host must pass per-image mean squared errors, not sums.");
 }
 
 }  // namespace prefdiff::objectives

@@ -40,7 +40,7 @@ class Rdpo final : public sdk::Objective {
         eps_(prefdiff::objectives::checked_real(params, "rdpo", "eps", 0.0, false, 0.5, true, kEpsNote)) {}
 
   void evaluate(const sdk::ObjectiveBatch& batch, sdk::ObjectiveResult& out) override {
-    prefdiff::objectives::margins_checked(beta_, batch, out.margin);
+    prefdiff::sdk::math::dpo_margins(beta_, batch, out.margin);
     const double scale = 1.0 - 2.0 * eps_;
     for (size_t i = 0; i < batch.count; ++i) {
       const double h = out.margin[i];

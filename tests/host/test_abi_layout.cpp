@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "prefdiff/abi.h"
+#include "prefdiff/dataset.h"
 #include "prefdiff/noise.h"
 #include "prefdiff/objective.h"
 
@@ -101,6 +102,37 @@ static_assert(sizeof(pd_noise_functions) == 32);
 PIN(pd_noise_functions, create, 8);
 PIN(pd_noise_functions, destroy, 16);
 PIN(pd_noise_functions, decide, 24);
+
+static_assert(sizeof(pd_tensor_info) == 88);
+PIN(pd_tensor_info, dtype, 4);
+PIN(pd_tensor_info, name, 8);
+PIN(pd_tensor_info, rank, 16);
+PIN(pd_tensor_info, flags, 20);
+PIN(pd_tensor_info, shape, 24);
+static_assert(sizeof(pd_dataset_attribute) == 24);
+PIN(pd_dataset_attribute, name, 8);
+PIN(pd_dataset_attribute, value, 16);
+static_assert(sizeof(pd_dataset_description) == 40);
+PIN(pd_dataset_description, tensor_count, 4);
+PIN(pd_dataset_description, pair_count, 8);
+PIN(pd_dataset_description, tensors, 16);
+PIN(pd_dataset_description, attributes, 24);
+PIN(pd_dataset_description, attribute_count, 32);
+static_assert(sizeof(pd_dataset_buffer) == 32);
+PIN(pd_dataset_buffer, name, 8);
+PIN(pd_dataset_buffer, data, 16);
+PIN(pd_dataset_buffer, capacity, 24);
+static_assert(sizeof(pd_dataset_request) == 40);
+PIN(pd_dataset_request, buffer_count, 4);
+PIN(pd_dataset_request, count, 8);
+PIN(pd_dataset_request, indices, 16);
+PIN(pd_dataset_request, empty_prompt, 24);
+PIN(pd_dataset_request, buffers, 32);
+static_assert(sizeof(pd_dataset_functions) == 40);
+PIN(pd_dataset_functions, create, 8);
+PIN(pd_dataset_functions, destroy, 16);
+PIN(pd_dataset_functions, describe, 24);
+PIN(pd_dataset_functions, read, 32);
 
 TEST(AbiLayout, VersionIsOnePointZero) {
   EXPECT_EQ(PD_ABI_MAJOR, 1u);

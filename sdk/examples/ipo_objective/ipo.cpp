@@ -1,6 +1,9 @@
 // IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
 // Preferences") on the Diffusion-DPO margin: loss = (h - 1/(2 tau))^2. A complete third-party plugin:
 // one class, one export macro, nothing but the SDK.
+#include <cmath>
+#include <string>
+
 #include <prefdiff/objective_math.hpp>
 #include <prefdiff/sdk.hpp>
 
@@ -29,6 +32,9 @@ class Ipo final : public Objective {
     for (size_t i = 0; i < batch.count; ++i) {
       const double d = out.margin[i] - target_;
       out.loss[i] = d * d;
+      // A quadratic loss overflows for |h| above ~1e154: say so rather than return inf.
+      if (!std::isfinite(out.loss[i]))
+        throw Error(PD_ERR_NON_FINITE, "ipo: the loss (h - 1/(2 tau))^2 overflows at h = " + std::to_string(out.margin[i]));
       math::write_margin_gradient(beta_, 2.0 * d, i, out);
     }
   }

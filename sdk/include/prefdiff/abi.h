@@ -13,7 +13,7 @@
  *   - Every function returns pd_status and never lets a C++ exception escape. On failure it writes a
  *     message into the caller's pd_error buffer.
  *
- * Per-kind function tables live in objective.h, noise.h.
+ * Per-kind function tables live in objective.h, noise.h and dataset.h.
  */
 #ifndef PREFDIFF_ABI_H
 #define PREFDIFF_ABI_H

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 
 #include "prefdiff/sdk.hpp"
 
@@ -36,10 +37,21 @@ inline double dpo_margin(double beta, double model_w, double model_l, double ref
   return -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l));
 }
 
-// Fills margin[i] for every pair of the batch.
+// Fills margin[i] for every pair of the batch. Finite inputs can still overflow h (huge MSEs times
+// beta); an infinite margin would poison the loss, so it is reported as a non-finite input instead.
 inline void dpo_margins(double beta, const ObjectiveBatch& batch, double* margin) {
-  for (std::size_t i = 0; i < batch.count; ++i)
+  for (std::size_t i = 0; i < batch.count; ++i) {
     margin[i] = dpo_margin(beta, batch.model_w[i], batch.model_l[i], batch.ref_w[i], batch.ref_l[i]);
+    if (!std::isfinite(margin[i])) {
+      char text[512];
+      std::snprintf(text, sizeof(text),
+                    "pair %zu: the margin h = -0.5*beta*((model_w-ref_w)-(model_l-ref_l)) overflows (beta=%.17g, "
+                    "model_w=%.17g, model_l=%.17g, ref_w=%.17g, ref_l=%.17g). HINT: the host must pass per-image "
+                    "mean squared errors, not sums.",
+                    i, beta, batch.model_w[i], batch.model_l[i], batch.ref_w[i], batch.ref_l[i]);
+      throw Error(PD_ERR_NON_FINITE, text);
+    }
+  }
 }
 
 // Chain rule from dl/dh to the two denoising errors: dh/dmodel_w = -beta/2, dh/dmodel_l = +beta/2.

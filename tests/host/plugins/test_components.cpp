@@ -27,11 +27,19 @@ class NoneTest final : public NoiseInjector {
 PREFDIFF_EXPORT_NOISE_INJECTOR(NoneTest)
 
 #elif defined(TEST_DATASET)
+#include <prefdiff/dataset.h>
 namespace {
-struct Table {
-  uint32_t struct_size;
-};
-const Table table{sizeof(Table)};
+// Validation only: every call reports that this source has no data.
+pd_status no_data(pd_error* error) {
+  prefdiff::sdk::write_error(error, "test-dataset holds no data");
+  return PD_ERR_UNSUPPORTED;
+}
+const pd_dataset_functions table = {
+    sizeof(pd_dataset_functions), 0,
+    [](const pd_host_services*, const pd_param_value*, uint32_t, pd_instance**, pd_error* e) { return no_data(e); },
+    [](pd_instance*) {},
+    [](pd_instance*, const pd_dataset_description**, pd_error* e) { return no_data(e); },
+    [](pd_instance*, const pd_dataset_request*, pd_error* e) { return no_data(e); }};
 const pd_param_spec params[] = {{sizeof(pd_param_spec), PD_PARAM_STRING, "shards", "Shard glob.", 0, "", 0, 0,
                                  PD_PARAM_PATH, 0, nullptr, nullptr}};
 const pd_plugin_descriptor descriptor = {sizeof(pd_plugin_descriptor), PD_ABI_MAJOR, PD_ABI_MINOR, PD_KIND_DATASET,

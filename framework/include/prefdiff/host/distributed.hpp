@@ -1,0 +1,56 @@
+// Data-parallel process groups over LibTorch's c10d (Gloo on CPU, NCCL on CUDA): an existing engine,
+// not a home-made one. The header is free of LibTorch so most of the host need not include it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace prefdiff {
+
+// Ranks as the standard launchers set them: torchrun-style RANK/WORLD_SIZE/LOCAL_RANK/
+// LOCAL_WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or Slurm's SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID
+// (MASTER_ADDR/MASTER_PORT still name the rendezvous). Neither: a single process.
+struct DistributedEnv {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  int local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  std::string launcher = "single";  // "single", "torchrun" or "slurm"
+
+  // Throws std::runtime_error naming the variable when a value is missing, not a number or inconsistent.
+  static DistributedEnv from_environment();
+};
+
+class DataParallelGroup {
+ public:
+  // backend: "gloo", "nccl" or "auto" (nccl when CUDA is available, else gloo). A single process needs
+  // no rendezvous; otherwise rank 0 hosts a TCP store at master_addr:master_port. `timeout_s` bounds
+  // every collective: a dead or stuck rank ends the others with an error instead of a hang.
+  DataParallelGroup(const DistributedEnv& env, const std::string& backend, double timeout_s);
+  ~DataParallelGroup();
+  DataParallelGroup(const DataParallelGroup&) = delete;
+  DataParallelGroup& operator=(const DataParallelGroup&) = delete;
+
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+  const std::string& backend() const { return backend_; }
+
+  // In-place sum over all ranks (host doubles; staged through the device for NCCL).
+  void all_reduce_sum(double* values, size_t count);
+  void barrier();
+
+  // Makes this group the one plugins reach through the host's all_reduce_sum service.
+  void install_as_host_group();
+
+  struct Impl;  // LibTorch side (distributed.cpp); the trainer reaches the c10d group through it
+  Impl& impl() { return *impl_; }
+
+ private:
+  DistributedEnv env_;
+  std::string backend_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace prefdiff

@@ -1,0 +1,119 @@
+// Batch-coupled objectives over two Gloo processes equal one process on the concatenated batch
+// (alpha-DPO's batch-mean alpha, Hoelder-DPO's contamination estimate), and a vanished rank ends the
+// others with an error instead of a hang.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Starts `world` ranks of objective_ranks and returns their exit codes.
+std::vector<int> launch(int world, const std::string& objective, const std::string& prefix, bool die = false) {
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < world; ++rank) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      setenv("RANK", std::to_string(rank).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      const std::string out = prefix + "." + std::to_string(rank);
+      if (die)
+        execl(OBJECTIVE_RANKS_EXE, OBJECTIVE_RANKS_EXE, out.c_str(), objective.c_str(), "--die", (char*)nullptr);
+      else
+        execl(OBJECTIVE_RANKS_EXE, OBJECTIVE_RANKS_EXE, out.c_str(), objective.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> codes;
+  for (pid_t pid : pids) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  }
+  return codes;
+}
+
+struct Result {
+  std::map<int, std::vector<double>> pairs;  // index -> dloss_dmodel_w, dloss_dmodel_l, loss
+  std::map<std::string, double> diagnostics;
+};
+
+void read_into(const std::string& file, Result& result) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string kind;
+    fields >> kind;
+    if (kind == "pair") {
+      int index;
+      double w, l, loss;
+      fields >> index >> w >> l >> loss;
+      result.pairs[index] = {w, l, loss};
+    } else {
+      std::string name;
+      double value;
+      fields >> name >> value;
+      result.diagnostics[name] = value;
+    }
+  }
+}
+
+void expect_close(double a, double b, const std::string& what) {
+  EXPECT_LE(std::fabs(a - b), 1e-14 * std::max(1.0, std::fabs(b))) << what << ": " << a << " vs " << b;
+}
+
+void compare_one_vs_two_ranks(const std::string& objective) {
+  const std::string prefix = ::testing::TempDir() + "/ranks_" + objective + "_" + std::to_string(getpid());
+  ASSERT_EQ(launch(1, objective, prefix + "_one"), std::vector<int>({0}));
+  ASSERT_EQ(launch(2, objective, prefix + "_two"), std::vector<int>({0, 0}));
+  Result one, two;
+  read_into(prefix + "_one.0", one);
+  read_into(prefix + "_two.0", two);
+  read_into(prefix + "_two.1", two);
+  ASSERT_EQ(one.pairs.size(), 10u);
+  ASSERT_EQ(two.pairs.size(), 10u);
+  for (const auto& [index, values] : one.pairs)
+    for (int k = 0; k < 3; ++k) expect_close(two.pairs[index][k], values[k], objective + " pair " + std::to_string(index));
+  ASSERT_FALSE(one.diagnostics.empty());
+  for (const auto& [name, value] : one.diagnostics) expect_close(two.diagnostics[name], value, objective + " " + name);
+}
+
+}  // namespace
+
+TEST(Distributed, BatchMeanAlphaOverTwoGlooRanksEqualsOneRank) { compare_one_vs_two_ranks("alpha-dpo"); }
+
+TEST(Distributed, HolderContaminationEstimateOverTwoGlooRanksEqualsOneRank) { compare_one_vs_two_ranks("holder-dpo"); }
+
+TEST(Distributed, AVanishedRankEndsTheOthersWithAnErrorNotAHang) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int> codes = launch(2, "alpha-dpo", ::testing::TempDir() + "/ranks_die", /*die=*/true);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(codes[1], 0);   // the rank that left
+  EXPECT_EQ(codes[0], 1);   // the survivor fails cleanly
+  EXPECT_LT(seconds, 30.0);  // within the 5 s collective timeout plus start-up, not a hang
+}
