@@ -1,0 +1,61 @@
+// One Diffusion-DPO micro-step, exactly as SalesforceAIResearch/DiffusionDPO train.py computes it:
+// winner and loser share timestep and noise; policy (with grad) and frozen reference (without) predict
+// on the same noisy latents; per-image MSE in fp32 (mean over C,H,W); the four per-pair vectors go to
+// the objective plugins as host doubles; their per-pair gradients come back and are applied through
+// the surrogate S = grad_scale * sum_i (g_w,i * model_w,i + g_l,i * model_l,i), whose gradient with
+// respect to the policy's parameters is exactly the objective's.
+#pragma once
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "prefdiff/backbone.hpp"
+#include "prefdiff/host/objective_set.hpp"
+
+namespace prefdiff {
+namespace diffusion {
+class NoiseSchedule;
+}
+
+struct DpoBatch {
+  at::Tensor latents_w;              // [B,C,H,W], already scaled latents
+  at::Tensor latents_l;              // [B,C,H,W]
+  at::Tensor encoder_hidden_states;  // [B,S,X]
+  std::optional<AddedConditions> added;  // SDXL: text_embeds [B,P], time_ids [B,6] (same for w and l)
+  at::Tensor timesteps;              // [B] int64, one per pair
+  at::Tensor noise;                  // [B,C,H,W], one per pair
+};
+
+struct DpoStepResult {
+  ObjectiveInputs errors;      // model_w, model_l, ref_w, ref_l (per pair, fp32 computed, as doubles)
+  ObjectiveOutputs objective;  // per-pair loss, gradients, margins; diagnostics
+  double loss = 0.0;           // mean per-pair loss of this micro-batch
+  double implicit_accuracy = 0.0;  // mean(h > 0), ties count as wrong
+  double margin = 0.0;             // mean h
+  // Kept only when asked (tests, debugging).
+  at::Tensor noisy_latents, model_pred, ref_pred;
+};
+
+class DpoStep {
+ public:
+  DpoStep(Backbone& policy, Backbone& reference, const diffusion::NoiseSchedule& schedule, ObjectiveSet& objectives);
+
+  // Forward both models, evaluate the objectives and backpropagate the surrogate scaled by `grad_scale`
+  // (1/B for a batch mean; divide further by the accumulation steps). `global_pairs` is the number of
+  // pairs over all ranks in this micro-batch (batch-coupled objectives need it).
+  DpoStepResult train(const DpoBatch& batch, double grad_scale, int64_t step, uint64_t global_pairs,
+                      bool keep_tensors = false);
+  // The same without gradients (validation).
+  DpoStepResult evaluate(const DpoBatch& batch, int64_t step, uint64_t global_pairs);
+
+ private:
+  DpoStepResult run(const DpoBatch& batch, std::optional<double> grad_scale, int64_t step, uint64_t global_pairs,
+                    bool keep_tensors);
+  Backbone& policy_;
+  Backbone& reference_;
+  const diffusion::NoiseSchedule& schedule_;
+  ObjectiveSet& objectives_;
+};
+
+}  // namespace prefdiff
