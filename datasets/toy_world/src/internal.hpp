@@ -1,0 +1,47 @@
+// Internals shared by the toy world's translation units (not installed, not part of the API).
+#ifndef PREFDIFF_TOY_WORLD_INTERNAL_HPP
+#define PREFDIFF_TOY_WORLD_INTERNAL_HPP
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "prefdiff/toy_world/world.hpp"
+
+namespace prefdiff::toy::detail {
+
+// The built-in tiny UNet config (datasets/toy_world/unet_tiny.json, embedded at build time).
+extern const char* const kTinyUnetConfig;
+
+// 16 hex digits of a stable 64-bit hash of a JSON value's canonical dump (sorted keys).
+std::string hash_json(const nlohmann::json& value);
+
+// Returns root/name, building it first if absent: `build` fills a fresh temporary folder that is then
+// renamed into place. Builders of the same name are serialised by an flock on root/name.lock, and the
+// rename is the commit, so neither a crash nor a racing process (even where flock does not work) leaves
+// a partial folder under `name`; a process that loses a rename race uses the winner's folder.
+// Sets *built to whether this call built it.
+std::filesystem::path publish_once(const std::filesystem::path& root, const std::string& name,
+                                   const std::function<void(const std::filesystem::path& tmp)>& build, bool* built);
+
+// Writes pairs (winner first) and the world's prompt table as a pair shard.
+void write_pair_shard(const std::filesystem::path& path, const World& world, const std::vector<Pair>& pairs,
+                      const std::string& split, const std::string& source);
+
+// Fills defaults and checks every key of a recipe section against its schema; problems are appended as
+// "<where> <key>: <problem>" (with a did-you-mean for unknown keys). Returns the resolved values.
+nlohmann::json resolve_section(const nlohmann::json& section, const std::vector<KeySpec>& schema,
+                               const std::string& where, std::vector<std::string>& problems);
+// Throws WorldError listing every problem, or returns when there is none.
+void throw_problems(const std::vector<std::string>& problems, const std::string& what);
+
+void write_json(const std::filesystem::path& path, const nlohmann::json& value);
+nlohmann::json read_json(const std::filesystem::path& path);
+
+}  // namespace prefdiff::toy::detail
+
+#endif  // PREFDIFF_TOY_WORLD_INTERNAL_HPP
