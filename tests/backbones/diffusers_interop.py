@@ -41,11 +41,39 @@ def forward(unet, inputs):
         return unet(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"], **kw).sample
 
 
+def full_size(args):
+    """diffusers builds and saves a full-size model; prefdiff loads it and must reproduce its output."""
+    import json
+    print("full size: diffusers -> prefdiff")
+    with open(args.full_config) as f:
+        config = json.load(f)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(config).eval()
+    with torch.no_grad():  # perturb norms (init 1/0) so that a swapped weight/bias cannot pass
+        for n, p in unet.named_parameters():
+            if "norm" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    d = os.path.join(args.work, "full")
+    unet.save_pretrained(os.path.join(d, "unet"))
+    xdim = unet.config.cross_attention_dim
+    inputs = {"sample": torch.randn(1, 4, 64, 64), "timestep": torch.tensor([500]),
+              "encoder_hidden_states": torch.randn(1, 77, xdim if isinstance(xdim, int) else xdim[-1])}
+    ref = forward(unet, inputs)
+    del unet
+    save_file(inputs, os.path.join(d, "inputs.safetensors"))
+    if subprocess.run([args.tool, "check", d]).returncode != 0:
+        failures.append("full size: prefdiff failed to load")
+        return
+    close("full size: prefdiff forward vs diffusers", load_file(os.path.join(d, "prefdiff_out.safetensors"))["out"], ref)
+    shutil.rmtree(d, ignore_errors=True)  # 3.4 GB
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True)
     ap.add_argument("--golden", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--full-config", help="also check a full-size model built from this config.json (slow)")
     args = ap.parse_args()
     args.golden = os.environ.get("PREFDIFF_GOLDEN_DIR") or args.golden  # same override as the C++ tests
     torch.set_num_threads(2)
@@ -94,6 +122,9 @@ def main():
         # And the golden reference output itself, through prefdiff's load of diffusers' plain save.
         out = load_file(os.path.join(args.work, f"diffusers_{name}_plain", "prefdiff_out.safetensors"))["out"]
         close(f"{name}: prefdiff vs golden out", out, load_file(os.path.join(g, "outputs.safetensors"))["out"])
+
+    if args.full_config:
+        full_size(args)
 
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
