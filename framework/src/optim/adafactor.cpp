@@ -1,0 +1,181 @@
+// Adafactor (Shazeer & Stern 2018, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"), with the
+// options of the official SDXL Diffusion-DPO run: transformers' Adafactor(lr, scale_parameter=False,
+// relative_step=False, warmup_init=False, weight_decay=1e-2), beta1=None. For step t (per parameter, from 1):
+//   beta2_t = 1 - t^decay_rate                                  (0 at t = 1: the first step sees G^2 alone)
+//   G2      = G^2 + eps1
+//   ndim >= 2:  R_t = beta2_t R + (1 - beta2_t) mean_cols(G2)   C_t = beta2_t C + (1 - beta2_t) mean_rows(G2)
+//               V   = R_t C_t^T / mean(R_t)                     (rank-1 estimate, per leading index)
+//   ndim <  2:  V   = beta2_t V + (1 - beta2_t) G2
+//   U = G / sqrt(V);   U /= max(1, RMS(U) / clip_threshold);   p <- p - lr*wd*p - lr*U
+// Means rather than the paper's sums: the normalisation by mean(R) makes them equivalent, and means keep
+// the row/column statistics on the scale of G^2 whatever the tensor's size.
+#include "prefdiff/optim/optimizer.hpp"
+#include "state_io.hpp"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+
+namespace prefdiff::optim {
+namespace {
+
+struct FactorState {
+  int64_t step = 0;
+  at::Tensor row;   // shape[:-1]            (factored)
+  at::Tensor col;   // shape[:-2] + shape[-1] (factored)
+  at::Tensor full;  // shape                  (ndim < 2)
+};
+
+// The precision of the state and of the update arithmetic: float32, or float64 for float64 parameters.
+at::ScalarType compute_dtype(const at::Tensor& p) { return p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+std::vector<int64_t> row_shape(at::IntArrayRef s) { return std::vector<int64_t>(s.begin(), s.end() - 1); }
+std::vector<int64_t> col_shape(at::IntArrayRef s) {
+  std::vector<int64_t> c(s.begin(), s.end() - 2);
+  c.push_back(s.back());
+  return c;
+}
+
+at::Tensor rms(const at::Tensor& t) { return t.norm() / std::sqrt(static_cast<double>(t.numel())); }
+
+class Adafactor final : public Optimizer {
+ public:
+  Adafactor(const NamedTensors& named_parameters, const AdafactorOptions& o) : options_(o) {
+    detail::check_parameters(named_parameters, "adafactor");
+    for (const auto& [name, p] : named_parameters) {
+      names_.push_back(name);
+      params_.push_back(p);
+    }
+    states_.resize(params_.size());
+  }
+
+  void step() override {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      at::Tensor& p = params_[i];
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      if (grad.is_sparse()) throw OptimError("adafactor: parameter '" + names_[i] + "' has a sparse gradient; Adafactor needs dense gradients");
+      const at::ScalarType dt = compute_dtype(p);
+      const at::Tensor g = grad.to(dt);  // no copy when already in the compute dtype; never written to
+      FactorState& s = states_[i];
+      const bool factored = p.dim() >= 2;
+      if (!(factored ? s.row.defined() : s.full.defined())) init_state(s, p);
+
+      s.step += 1;
+      const double beta2t = 1.0 - std::pow(static_cast<double>(s.step), options_.decay_rate);
+      const at::Tensor g2 = g.square().add_(options_.eps1);
+      at::Tensor u;
+      if (factored) {
+        s.row.mul_(beta2t).add_(g2.mean(-1), 1.0 - beta2t);
+        s.col.mul_(beta2t).add_(g2.mean(-2), 1.0 - beta2t);
+        // 1/sqrt(V) = rsqrt(R / mean(R)) (column vector) * rsqrt(C) (row vector).
+        const at::Tensor r_inv = (s.row / s.row.mean(-1, /*keepdim=*/true)).rsqrt_().unsqueeze(-1);
+        const at::Tensor c_inv = s.col.unsqueeze(-2).rsqrt();
+        u = r_inv.mul(c_inv).mul_(g);
+      } else {
+        s.full.mul_(beta2t).add_(g2, 1.0 - beta2t);
+        u = s.full.rsqrt().mul_(g);
+      }
+      u.div_((rms(u) / options_.clip_threshold).clamp_min_(1.0));
+      u.mul_(options_.lr);
+
+      // Decoupled decay on the pre-update weights, then the update, in the compute dtype.
+      const bool same = p.scalar_type() == dt;
+      at::Tensor w = same ? p : p.to(dt);
+      if (options_.weight_decay != 0.0) w.add_(w, -options_.weight_decay * options_.lr);
+      w.sub_(u);
+      if (!same) p.copy_(w);
+    }
+  }
+
+  void zero_grad() override {
+    for (auto& p : params_)
+      if (p.grad().defined()) p.mutable_grad().reset();
+  }
+
+  void set_lr(double lr) override { options_.lr = lr; }
+  double lr() const override { return options_.lr; }
+  std::string name() const override { return "adafactor"; }
+
+  NamedTensors state() const override {
+    NamedTensors out;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const FactorState& s = states_[i];
+      if (s.step == 0) continue;
+      out.emplace_back("step." + names_[i], detail::step_tensor(s.step));
+      if (s.row.defined()) {
+        out.emplace_back("exp_avg_sq_row." + names_[i], s.row);
+        out.emplace_back("exp_avg_sq_col." + names_[i], s.col);
+      } else {
+        out.emplace_back("exp_avg_sq." + names_[i], s.full);
+      }
+    }
+    return out;
+  }
+
+  void load_state(const NamedTensors& state) override {
+    std::vector<std::string> problems;
+    const auto grouped =
+        detail::group_state(state, names_, {"step", "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"}, problems);
+    std::vector<FactorState> loaded(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const auto& e = grouped[i];
+      if (e.empty()) continue;  // never stepped before the checkpoint
+      const at::Tensor& p = params_[i];
+      const auto like = p.options().dtype(compute_dtype(p));
+      FactorState& s = loaded[i];
+      s.step = detail::take_step(e, "step", names_[i], problems);
+      if (p.dim() >= 2) {
+        s.row = detail::take_tensor(e, "exp_avg_sq_row", names_[i], row_shape(p.sizes()), like, problems);
+        s.col = detail::take_tensor(e, "exp_avg_sq_col", names_[i], col_shape(p.sizes()), like, problems);
+        if (e.count("exp_avg_sq"))
+          problems.push_back("state entry 'exp_avg_sq." + names_[i] + "' is for a 1-D parameter but '" + names_[i] +
+                             "' is factored (ndim " + std::to_string(p.dim()) + ")");
+      } else {
+        s.full = detail::take_tensor(e, "exp_avg_sq", names_[i], p.sizes(), like, problems);
+        if (e.count("exp_avg_sq_row") || e.count("exp_avg_sq_col"))
+          problems.push_back("state entries 'exp_avg_sq_row/col." + names_[i] + "' are for a factored parameter but '" +
+                             names_[i] + "' has ndim " + std::to_string(p.dim()));
+      }
+    }
+    detail::throw_if_problems("adafactor: cannot load optimizer state", problems,
+                              "load the state saved by the same recipe's Adafactor ([optim].name = \"adafactor\") for "
+                              "the same model");
+    states_ = std::move(loaded);
+  }
+
+ private:
+  static void init_state(FactorState& s, const at::Tensor& p) {
+    const auto opts = p.options().dtype(compute_dtype(p));
+    if (p.dim() >= 2) {
+      s.row = at::zeros(row_shape(p.sizes()), opts);
+      s.col = at::zeros(col_shape(p.sizes()), opts);
+    } else {
+      s.full = at::zeros(p.sizes(), opts);
+    }
+  }
+
+  AdafactorOptions options_;
+  std::vector<std::string> names_;
+  std::vector<at::Tensor> params_;
+  std::vector<FactorState> states_;
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_adafactor(const NamedTensors& named_parameters, const AdafactorOptions& options) {
+  std::vector<std::string> problems;
+  if (!(options.lr >= 0)) problems.push_back("lr must be >= 0, got " + std::to_string(options.lr));
+  if (!(options.eps1 > 0)) problems.push_back("eps1 must be > 0");
+  if (!(options.eps2 > 0)) problems.push_back("eps2 must be > 0");
+  if (!(options.clip_threshold > 0)) problems.push_back("clip_threshold must be > 0");
+  if (!(options.decay_rate >= -1 && options.decay_rate <= 0))
+    problems.push_back("decay_rate must be in [-1, 0], got " + std::to_string(options.decay_rate));
+  if (!(options.weight_decay >= 0)) problems.push_back("weight_decay must be >= 0");
+  detail::throw_if_problems("adafactor: bad options", problems, "");
+  return std::make_unique<Adafactor>(named_parameters, options);
+}
+
+}  // namespace prefdiff::optim
