@@ -96,7 +96,7 @@ at::Tensor take_tensor(const std::map<std::string, at::Tensor>& entries, const s
 
 int64_t take_step(const std::map<std::string, at::Tensor>& entries, const std::string& key_kind,
                   const std::string& param, std::vector<std::string>& problems) {
-  const std::string key = key_kind + "." + param;
+  const std::string key = param.empty() ? key_kind : key_kind + "." + param;
   auto it = entries.find(key_kind);
   if (it == entries.end()) {
     problems.push_back("missing state entry '" + key + "'");

@@ -1,6 +1,8 @@
 #pragma once
 // Global gradient-norm clipping, numerically as torch.nn.utils.clip_grad_norm_ (norm type 2): per-tensor
 // norms in the gradient's dtype, their norm, coefficient max_norm / (norm + 1e-6) clamped to 1.
+// (The official Diffusion-DPO script calls it only with AdamW: `if not args.use_adafactor`; with Adafactor
+// the update clipping inside the optimizer is the only clipping.)
 
 #include <ATen/core/Tensor.h>
 

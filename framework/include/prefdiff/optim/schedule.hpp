@@ -6,7 +6,9 @@
 //                         with r = min_lr_ratio                             (get_cosine_schedule_with_warmup;
 //                         r = 0 is diffusers exactly, r > 0 is transformers' cosine_with_min_lr)
 // `step` counts the optimizer steps already taken, as LambdaLR's: the first update uses lr_at(0), which is 0
-// during a warm-up (diffusers behaves the same).
+// during a warm-up (diffusers behaves the same). The official Diffusion-DPO script builds its scheduler with
+// warmup x num_processes and accelerate steps it num_processes times per optimizer step, which gives the same
+// learning rate per optimizer step as lr_at(optimizer steps taken).
 
 #include <nlohmann/json_fwd.hpp>
 
