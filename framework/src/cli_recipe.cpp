@@ -8,6 +8,7 @@
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/host/recipe_schema.hpp"
 #include "prefdiff/host/version.hpp"
+#include "prefdiff/train/trainer.hpp"
 
 namespace prefdiff {
 namespace {
@@ -94,13 +95,20 @@ void add_recipe_commands(CLI::App& app, CliContext& context) {
   recipe->add_subcommand("schema", "Print the host's recipe sections as Markdown")->callback([] { print_schema(); });
 
   static bool dry = false;
+  static std::string resume;
   CLI::App* train = recipe_command(app, "train", "Train from a recipe", train_args);
   train->add_flag("--dry-run", dry, "Resolve the recipe, load and instantiate plugins; read no data, write nothing");
+  train->add_option("--resume", resume,
+                    "Continue from a checkpoint: `latest` (of this run) or a checkpoint folder. A missing checkpoint "
+                    "is an error, never a fresh start");
   train->callback([&] {
-    if (!dry)
-      throw std::runtime_error("this build of prefdiff can only dry-run training (`prefdiff train " + train_args.path +
-                               " --dry-run`): the training loop is not part of it yet");
-    dry_run(context, train_args);
+    if (dry) return dry_run(context, train_args);
+    const Recipe recipe = load(context, train_args);
+    TrainOptions options;
+    options.resume = resume;
+    options.command_line = "prefdiff train " + train_args.path;
+    for (const std::string& o : train_args.overrides) options.command_line += " " + o;
+    run_training(recipe, context.registry(), options);
   });
 }
 

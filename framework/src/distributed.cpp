@@ -127,6 +127,39 @@ void DataParallelGroup::all_reduce_sum(double* values, size_t count) {
   if (!impl_->device.is_cpu()) host.copy_(tensors[0].cpu());
 }
 
+void DataParallelGroup::all_reduce_mean(std::vector<at::Tensor>& tensors, int64_t bucket_elements) {
+  if (env_.world_size == 1 || tensors.empty()) return;
+  size_t begin = 0;
+  while (begin < tensors.size()) {
+    // One bucket: consecutive tensors of one dtype up to the size limit (at least one tensor).
+    size_t end = begin;
+    int64_t elements = 0;
+    while (end < tensors.size() && tensors[end].scalar_type() == tensors[begin].scalar_type() &&
+           (end == begin || elements + tensors[end].numel() <= bucket_elements)) {
+      elements += tensors[end].numel();
+      ++end;
+    }
+    std::vector<at::Tensor> views;
+    for (size_t i = begin; i < end; ++i) views.push_back(tensors[i].reshape({-1}));
+    std::vector<at::Tensor> flat{torch::cat(views)};
+    try {
+      impl_->backend->allreduce(flat)->wait();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("gradient all-reduce across " + std::to_string(env_.world_size) +
+                               " ranks failed on rank " + std::to_string(env_.rank) +
+                               " (a rank died or timed out?): " + e.what());
+    }
+    flat[0].div_(static_cast<double>(env_.world_size));
+    int64_t offset = 0;
+    for (size_t i = begin; i < end; ++i) {
+      const int64_t n = tensors[i].numel();
+      tensors[i].copy_(flat[0].narrow(0, offset, n).view_as(tensors[i]));
+      offset += n;
+    }
+    begin = end;
+  }
+}
+
 void DataParallelGroup::barrier() {
   if (env_.world_size == 1) return;
   double token = 0.0;

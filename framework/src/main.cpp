@@ -6,6 +6,7 @@
 #include "prefdiff/host/log.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/host/version.hpp"
+#include "prefdiff/train/toy_world_data.hpp"
 #if PREFDIFF_HAVE_DATA_CLI
 #include "prefdiff/data/cli.hpp"
 #endif
@@ -14,6 +15,7 @@ namespace prefdiff {
 
 PluginRegistry& CliContext::registry() {
   if (!scanned_) {
+    register_builtin_components(registry_);
     registry_.scan(plugin_paths);
     registry_.scan(PluginRegistry::search_path());
     scanned_ = true;
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
   add_version_command(app);
   add_plugins_commands(app, context);
   add_recipe_commands(app, context);
+  add_launch_command(app, context);
 #if PREFDIFF_HAVE_DATA_CLI
   data::add_cli(app);
 #endif

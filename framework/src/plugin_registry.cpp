@@ -74,6 +74,15 @@ void PluginRegistry::load(const std::string& path) {
   }
 }
 
+void PluginRegistry::add_builtin(LoadedPlugin component) {
+  if (const LoadedPlugin* other = find(component.id())) {
+    problems_.push_back({component.path, "duplicate plugin id '" + component.id() + "': the built-in component " +
+                                             "clashes with " + other->path + "; rename or remove that plugin"});
+    return;
+  }
+  plugins_.push_back(std::move(component));
+}
+
 const LoadedPlugin* PluginRegistry::find(const std::string& id) const {
   for (const LoadedPlugin& p : plugins_)
     if (p.id() == id) return &p;

@@ -27,9 +27,11 @@ std::vector<double> to_doubles(const at::Tensor& values) {
   return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
 }
 
-std::optional<AddedConditions> doubled(const std::optional<AddedConditions>& added) {
+// Conditions for the doubled batch (winners first): the prompt's pooled embedding twice, each image's ids.
+std::optional<AddedConditions> doubled(const std::optional<AddedConditions>& added, const at::Tensor& loser_time_ids) {
   if (!added) return std::nullopt;
-  return AddedConditions{added->text_embeds.repeat({2, 1}), added->time_ids.repeat({2, 1})};
+  const at::Tensor loser_ids = loser_time_ids.defined() ? loser_time_ids : added->time_ids;
+  return AddedConditions{added->text_embeds.repeat({2, 1}), torch::cat({added->time_ids, loser_ids})};
 }
 
 }  // namespace
@@ -46,7 +48,7 @@ DpoStepResult DpoStep::run(const DpoBatch& batch, std::optional<double> grad_sca
   const at::Tensor noise = batch.noise.repeat({2, 1, 1, 1});
   const at::Tensor timesteps = batch.timesteps.repeat({2});
   const at::Tensor text = batch.encoder_hidden_states.repeat({2, 1, 1});
-  const std::optional<AddedConditions> added = doubled(batch.added);
+  const std::optional<AddedConditions> added = doubled(batch.added, batch.loser_time_ids);
   const at::Tensor noisy = schedule_.add_noise(latents, noise, timesteps);
   const at::Tensor target = schedule_.target(latents, noise, timesteps).to(torch::kFloat32);
 

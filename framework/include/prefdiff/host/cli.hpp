@@ -34,5 +34,6 @@ struct CliContext {
 void add_plugins_commands(CLI::App& app, CliContext& context);
 void add_plugin_check_commands(CLI::App& plugins, CliContext& context);  // plugins check/eval
 void add_recipe_commands(CLI::App& app, CliContext& context);  // recipe validate/show/schema, train
+void add_launch_command(CLI::App& app, CliContext& context);   // launch --nproc N -- ...
 
 }  // namespace prefdiff

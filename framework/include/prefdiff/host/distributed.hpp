@@ -4,6 +4,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
 
 namespace prefdiff {
 
@@ -40,6 +43,9 @@ class DataParallelGroup {
   // In-place sum over all ranks (host doubles; staged through the device for NCCL).
   void all_reduce_sum(double* values, size_t count);
   void barrier();
+  // Averages tensors (gradients) over all ranks in place, packed into flat buckets of at most
+  // `bucket_elements` values per collective (fewer, larger messages than one per tensor).
+  void all_reduce_mean(std::vector<at::Tensor>& tensors, int64_t bucket_elements);
 
   // Makes this group the one plugins reach through the host's all_reduce_sum service.
   void install_as_host_group();

@@ -49,6 +49,9 @@ class PluginRegistry {
   void scan(const std::vector<std::string>& folders_or_files);
   // Adds one library; a second library with the same id is a problem naming both paths.
   void load(const std::string& path);
+  // A component built into the host (e.g. the synthetic "toy-world" data source): listed, described and
+  // validated like a plugin; its `path` says "built-in".
+  void add_builtin(LoadedPlugin component);
 
   const LoadedPlugin* find(const std::string& id) const;
   std::vector<std::string> ids(pd_kind kind) const;

@@ -22,7 +22,8 @@ struct DpoBatch {
   at::Tensor latents_w;              // [B,C,H,W], already scaled latents
   at::Tensor latents_l;              // [B,C,H,W]
   at::Tensor encoder_hidden_states;  // [B,S,X]
-  std::optional<AddedConditions> added;  // SDXL: text_embeds [B,P], time_ids [B,6] (same for w and l)
+  std::optional<AddedConditions> added;  // SDXL: text_embeds [B,P] and the winners' time_ids [B,6]
+  at::Tensor loser_time_ids;             // SDXL: the losers' time_ids [B,6]; undefined = same as winners
   at::Tensor timesteps;              // [B] int64, one per pair
   at::Tensor noise;                  // [B,C,H,W], one per pair
 };
