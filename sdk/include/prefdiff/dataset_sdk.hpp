@@ -107,65 +107,56 @@ class DatasetSource {
 
 namespace detail {
 
-template <typename Plugin>
-struct DatasetExport {
-  // The instance: the source plus the C view of its description.
-  struct Box {
-    std::unique_ptr<DatasetSource> object;
-    DatasetInfo info;
-    std::vector<pd_tensor_info> tensors;
-    std::vector<pd_dataset_attribute> attributes;
-    pd_dataset_description description{};
+// The instance: the source plus the C view of its description.
+struct DatasetBox {
+  std::unique_ptr<DatasetSource> object;
+  DatasetInfo info;
+  std::vector<pd_tensor_info> tensors;
+  std::vector<pd_dataset_attribute> attributes;
+  pd_dataset_description description{};
 
-    void build_description() {
-      tensors.clear();
-      for (const TensorSpec& t : info.tensors) {
-        if (t.shape.size() > PD_TENSOR_MAX_RANK)
-          throw Error(PD_ERR_INTERNAL, "tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) +
-                                           ", more than PD_TENSOR_MAX_RANK");
-        if (dtype_size(t.dtype) == 0) throw Error(PD_ERR_INTERNAL, "tensor '" + t.name + "' has an unknown dtype");
-        pd_tensor_info c{};
-        c.struct_size = sizeof(pd_tensor_info);
-        c.dtype = t.dtype;
-        c.name = t.name.c_str();
-        c.rank = static_cast<uint32_t>(t.shape.size());
-        c.flags = t.flags;
-        for (size_t d = 0; d < t.shape.size(); ++d) c.shape[d] = t.shape[d];
-        tensors.push_back(c);
-      }
-      attributes.clear();
-      for (const auto& a : info.attributes) {
-        pd_dataset_attribute c{};
-        c.struct_size = sizeof(pd_dataset_attribute);
-        c.name = a.first.c_str();
-        c.value = a.second.c_str();
-        attributes.push_back(c);
-      }
-      description.struct_size = sizeof(pd_dataset_description);
-      description.tensor_count = static_cast<uint32_t>(tensors.size());
-      description.pair_count = info.pair_count;
-      description.tensors = tensors.data();
-      description.attributes = attributes.data();
-      description.attribute_count = static_cast<uint32_t>(attributes.size());
+  void build_description() {
+    tensors.clear();
+    for (const TensorSpec& t : info.tensors) {
+      if (t.shape.size() > PD_TENSOR_MAX_RANK)
+        throw Error(PD_ERR_INTERNAL, "tensor '" + t.name + "' has rank " + std::to_string(t.shape.size()) +
+                                         ", more than PD_TENSOR_MAX_RANK");
+      if (dtype_size(t.dtype) == 0) throw Error(PD_ERR_INTERNAL, "tensor '" + t.name + "' has an unknown dtype");
+      pd_tensor_info c{};
+      c.struct_size = sizeof(pd_tensor_info);
+      c.dtype = t.dtype;
+      c.name = t.name.c_str();
+      c.rank = static_cast<uint32_t>(t.shape.size());
+      c.flags = t.flags;
+      for (size_t d = 0; d < t.shape.size(); ++d) c.shape[d] = t.shape[d];
+      tensors.push_back(c);
     }
-  };
+    attributes.clear();
+    for (const auto& a : info.attributes) {
+      pd_dataset_attribute c{};
+      c.struct_size = sizeof(pd_dataset_attribute);
+      c.name = a.first.c_str();
+      c.value = a.second.c_str();
+      attributes.push_back(c);
+    }
+    description.struct_size = sizeof(pd_dataset_description);
+    description.tensor_count = static_cast<uint32_t>(tensors.size());
+    description.pair_count = info.pair_count;
+    description.tensors = tensors.data();
+    description.attributes = attributes.data();
+    description.attribute_count = static_cast<uint32_t>(attributes.size());
+  }
+  void on_created() {
+    info = object->describe();
+    build_description();
+  }
+};
 
-  static DescriptorStorage& storage() {
-    static DescriptorStorage s;
-    return s;
-  }
-  static pd_status create(const pd_host_services* services, const pd_param_value* params, uint32_t count,
-                          pd_instance** instance, pd_error* error) noexcept {
-    return guard(error, [&] {
-      if (instance == nullptr) throw Error(PD_ERR_INVALID_ARGUMENT, "create: null instance pointer");
-      auto box = std::make_unique<Box>();
-      box->object = std::make_unique<Plugin>(Params(params, count), Host(services, storage().info.id));
-      box->info = box->object->describe();
-      box->build_description();
-      *instance = reinterpret_cast<pd_instance*>(box.release());
-    });
-  }
-  static void destroy(pd_instance* instance) noexcept { delete reinterpret_cast<Box*>(instance); }
+template <typename Plugin>
+struct DatasetExport : ExportCommon<Plugin, DatasetBox> {
+  using Box = DatasetBox;
+  using Common = ExportCommon<Plugin, Box>;
+  using Common::storage;
   static pd_status describe(pd_instance* instance, const pd_dataset_description** description,
                             pd_error* error) noexcept {
     return guard(error, [&] {
@@ -218,16 +209,14 @@ struct DatasetExport {
   static pd_status entry(uint32_t host_major, uint32_t /*host_minor*/, const pd_host_services* /*services*/,
                          const pd_plugin_descriptor** descriptor, pd_error* error) noexcept {
     return guard(error, [&] {
-      if (host_major != PD_ABI_MAJOR)
-        throw Error(PD_ERR_ABI_MISMATCH, "plugin speaks prefdiff ABI major " + std::to_string(PD_ABI_MAJOR) +
-                                             ", host speaks " + std::to_string(host_major));
+      require_abi_major(host_major);
       static pd_dataset_functions functions{};
       static bool built = false;
       if (!built) {
         storage().build(Plugin::info(), PD_KIND_DATASET, &functions);
         functions.struct_size = sizeof(pd_dataset_functions);
-        functions.create = &create;
-        functions.destroy = &destroy;
+        functions.create = &Common::create;
+        functions.destroy = &Common::destroy;
         functions.describe = &describe;
         functions.read = &read;
         built = true;

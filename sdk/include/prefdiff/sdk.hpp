@@ -329,10 +329,39 @@ struct DescriptorStorage {
   }
 };
 
-// pd_instance is opaque in C; in C++ it is a box holding the plugin object.
+// pd_instance is opaque in C; in C++ it is a box holding the plugin object. A kind whose instance
+// carries more (a dataset's C description) uses its own box with the same `object` and `on_created()`.
 template <typename Base>
 struct InstanceBox {
   std::unique_ptr<Base> object;
+  void on_created() {}
+};
+
+inline void require_abi_major(uint32_t host_major) {
+  if (host_major != PD_ABI_MAJOR)
+    throw Error(PD_ERR_ABI_MISMATCH, "plugin speaks prefdiff ABI major " + std::to_string(PD_ABI_MAJOR) +
+                                         ", host speaks " + std::to_string(host_major));
+}
+
+// What every kind's export shares: the descriptor storage of this plugin class and the instance
+// lifetime (create wraps the constructor so its exceptions become a status and message).
+template <typename Plugin, typename Box>
+struct ExportCommon {
+  static DescriptorStorage& storage() {
+    static DescriptorStorage s;
+    return s;
+  }
+  static pd_status create(const pd_host_services* services, const pd_param_value* params, uint32_t count,
+                          pd_instance** instance, pd_error* error) noexcept {
+    return guard(error, [&] {
+      if (instance == nullptr) throw Error(PD_ERR_INVALID_ARGUMENT, "create: null instance pointer");
+      auto box = std::make_unique<Box>();
+      box->object = std::make_unique<Plugin>(Params(params, count), Host(services, storage().info.id));
+      box->on_created();
+      *instance = reinterpret_cast<pd_instance*>(box.release());
+    });
+  }
+  static void destroy(pd_instance* instance) noexcept { delete reinterpret_cast<Box*>(instance); }
 };
 
 inline bool finite_all(const double* values, size_t count) {
@@ -343,25 +372,10 @@ inline bool finite_all(const double* values, size_t count) {
 }
 
 template <typename Plugin>
-struct ObjectiveExport {
+struct ObjectiveExport : ExportCommon<Plugin, InstanceBox<Objective>> {
   using Box = InstanceBox<Objective>;
-  static DescriptorStorage& storage() {
-    static DescriptorStorage s;
-    return s;
-  }
-  static const pd_host_services*& host() {
-    static const pd_host_services* h = nullptr;
-    return h;
-  }
-  static pd_status create(const pd_host_services* services, const pd_param_value* params, uint32_t count,
-                          pd_instance** instance, pd_error* error) noexcept {
-    return guard(error, [&] {
-      auto box = std::make_unique<Box>();
-      box->object = std::make_unique<Plugin>(Params(params, count), Host(services, storage().info.id));
-      *instance = reinterpret_cast<pd_instance*>(box.release());
-    });
-  }
-  static void destroy(pd_instance* instance) noexcept { delete reinterpret_cast<Box*>(instance); }
+  using Common = ExportCommon<Plugin, Box>;
+  using Common::storage;
   static pd_status evaluate(pd_instance* instance, const pd_objective_inputs* in, pd_objective_outputs* out,
                             pd_error* error) noexcept {
     return guard(error, [&] {
@@ -409,12 +423,10 @@ struct ObjectiveExport {
       reinterpret_cast<Box*>(instance)->object->load_state(std::string(static_cast<const char*>(buffer), size));
     });
   }
-  static pd_status entry(uint32_t host_major, uint32_t /*host_minor*/, const pd_host_services* services,
+  static pd_status entry(uint32_t host_major, uint32_t /*host_minor*/, const pd_host_services* /*services*/,
                          const pd_plugin_descriptor** descriptor, pd_error* error) noexcept {
     return guard(error, [&] {
-      if (host_major != PD_ABI_MAJOR)
-        throw Error(PD_ERR_ABI_MISMATCH, "plugin speaks prefdiff ABI major " + std::to_string(PD_ABI_MAJOR) +
-                                             ", host speaks " + std::to_string(host_major));
+      require_abi_major(host_major);
       static pd_objective_functions functions{};
       static bool built = false;
       if (!built) {
@@ -424,35 +436,23 @@ struct ObjectiveExport {
         functions.struct_size = sizeof(pd_objective_functions);
         functions.diagnostic_count = static_cast<uint32_t>(storage().diagnostic_names.size());
         functions.diagnostic_names = storage().diagnostic_names.data();
-        functions.create = &create;
-        functions.destroy = &destroy;
+        functions.create = &Common::create;
+        functions.destroy = &Common::destroy;
         functions.evaluate = &evaluate;
         functions.save_state = stateful ? &save_state : nullptr;
         functions.load_state = stateful ? &load_state : nullptr;
         built = true;
       }
-      host() = services;
       *descriptor = &storage().descriptor;
     });
   }
 };
 
 template <typename Plugin>
-struct NoiseExport {
+struct NoiseExport : ExportCommon<Plugin, InstanceBox<NoiseInjector>> {
   using Box = InstanceBox<NoiseInjector>;
-  static DescriptorStorage& storage() {
-    static DescriptorStorage s;
-    return s;
-  }
-  static pd_status create(const pd_host_services* services, const pd_param_value* params, uint32_t count,
-                          pd_instance** instance, pd_error* error) noexcept {
-    return guard(error, [&] {
-      auto box = std::make_unique<Box>();
-      box->object = std::make_unique<Plugin>(Params(params, count), Host(services, storage().info.id));
-      *instance = reinterpret_cast<pd_instance*>(box.release());
-    });
-  }
-  static void destroy(pd_instance* instance) noexcept { delete reinterpret_cast<Box*>(instance); }
+  using Common = ExportCommon<Plugin, Box>;
+  using Common::storage;
   static pd_status decide(pd_instance* instance, const pd_noise_inputs* in, pd_noise_outputs* out,
                           pd_error* error) noexcept {
     return guard(error, [&] {
@@ -466,16 +466,14 @@ struct NoiseExport {
   static pd_status entry(uint32_t host_major, uint32_t /*host_minor*/, const pd_host_services* /*services*/,
                          const pd_plugin_descriptor** descriptor, pd_error* error) noexcept {
     return guard(error, [&] {
-      if (host_major != PD_ABI_MAJOR)
-        throw Error(PD_ERR_ABI_MISMATCH, "plugin speaks prefdiff ABI major " + std::to_string(PD_ABI_MAJOR) +
-                                             ", host speaks " + std::to_string(host_major));
+      require_abi_major(host_major);
       static pd_noise_functions functions{};
       static bool built = false;
       if (!built) {
         storage().build(Plugin::info(), PD_KIND_NOISE_INJECTOR, &functions);
         functions.struct_size = sizeof(pd_noise_functions);
-        functions.create = &create;
-        functions.destroy = &destroy;
+        functions.create = &Common::create;
+        functions.destroy = &Common::destroy;
         functions.decide = &decide;
         built = true;
       }
