@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
   add_plugins_commands(app, context);
   add_recipe_commands(app, context);
   add_launch_command(app, context);
+  add_eval_command(app, context);
+  add_sweep_commands(app, context);
 #if PREFDIFF_HAVE_DATA_CLI
   data::add_cli(app);
 #endif

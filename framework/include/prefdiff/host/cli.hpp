@@ -35,5 +35,7 @@ void add_plugins_commands(CLI::App& app, CliContext& context);
 void add_plugin_check_commands(CLI::App& plugins, CliContext& context);  // plugins check/eval
 void add_recipe_commands(CLI::App& app, CliContext& context);  // recipe validate/show/schema, train
 void add_launch_command(CLI::App& app, CliContext& context);   // launch --nproc N -- ...
+void add_eval_command(CLI::App& app, CliContext& context);     // eval RUN_DIR (toy world)
+void add_sweep_commands(CLI::App& app, CliContext& context);   // sweep FILE, sweep report DIR
 
 }  // namespace prefdiff

@@ -1,0 +1,199 @@
+// `prefdiff eval` and `prefdiff sweep` end to end with the real executable on a tiny synthetic world:
+// refusals, bit-identical evaluation of the same recipe and seed, and a killed sweep that resumes without
+// redoing finished jobs.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kTiny = std::string(TEST_TRAIN_RECIPES_DIR) + "/tiny.toml";
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("prefdiff_sweep_e2e_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setenv("PREFDIFF_CACHE", TEST_CACHE_DIR, 1);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> argv{const_cast<char*>(PREFDIFF_EXE)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(PREFDIFF_EXE, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run(const std::vector<std::string>& args, const fs::path& log) { return wait_exit(spawn(args, log)); }
+
+std::string read(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path) << text;
+}
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+}  // namespace
+
+TEST(Eval, RefusesRunsWithoutTheSyntheticWorld) {
+  const fs::path dir = fresh_dir("nontoy");
+  write(dir / "run/recipe.json",
+        R"({"data": {"id": "hdf5-pairs"}, "objective": [{"id": "dpo", "beta": 5000}], "train": {"steps": 1, "threads": 1},
+            "eval": {"pairs": 8}, "run": {"seed": 0}, "backbone": {"id": "unet2d"}, "noise": {"id": "none"}})");
+  EXPECT_EQ(run({"eval", (dir / "run").string()}, dir / "log"), 1);
+  const std::string log = read(dir / "log");
+  EXPECT_NE(log.find("needs the synthetic world's oracle reward ([data] id = \"toy-world\")"), std::string::npos) << log;
+  EXPECT_NE(log.find("not part of prefdiff yet"), std::string::npos) << log;
+  EXPECT_EQ(run({"eval", (dir / "nowhere").string()}, dir / "log"), 1);
+  EXPECT_NE(read(dir / "log").find("does not exist"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(Sweep, InvalidKeysAreRefusedBeforeAnythingRuns) {
+  const fs::path dir = fresh_dir("invalid");
+  write(dir / "s.toml", "[sweep]\nrecipe = \"" + kTiny + "\"\noutput_dir = \"" + (dir / "out").string() +
+                            "\"\n[sweep.set]\n\"train.stepz\" = 3\n[sweep.grid]\nrun.seed = [0, 1]\n");
+  EXPECT_EQ(run({"sweep", (dir / "s.toml").string()}, dir / "log"), 3);
+  const std::string log = read(dir / "log");
+  EXPECT_NE(log.find("did you mean 'steps'"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(dir / "out/runs")) << "nothing runs";
+  write(dir / "bad.toml", "[sweep]\nrecipe = \"x.toml\"\nthreds = 2\n");
+  EXPECT_EQ(run({"sweep", (dir / "bad.toml").string()}, dir / "log"), 3);
+  EXPECT_NE(read(dir / "log").find("did you mean 'threads'"), std::string::npos) << read(dir / "log");
+  fs::remove_all(dir);
+}
+
+// Same recipe and seed, two separate runs on the CPU: the same eval.json, byte for byte.
+TEST(Eval, SameRecipeAndSeedGiveBitIdenticalResults) {
+  const fs::path dir = fresh_dir("identical");
+  for (const std::string name : {"a", "b"}) {
+    ASSERT_EQ(run({"train", kTiny, "run.output_dir=" + dir.string(), "run.name=" + name, "train.threads=1", "run.seed=3",
+                   "log.progress=\"off\""},
+                  dir / ("train-" + name + ".log")),
+              0)
+        << read(dir / ("train-" + name + ".log"));
+    ASSERT_EQ(run({"eval", (dir / name).string(), "samples_per_prompt=6", "steps=4", "eval.seed=1"}, dir / ("eval-" + name + ".log")), 0)
+        << read(dir / ("eval-" + name + ".log"));
+  }
+  const std::string a = read(dir / "a/eval.json"), b = read(dir / "b/eval.json");
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a, b);
+  const nlohmann::json e = nlohmann::json::parse(a);
+  EXPECT_EQ(e["format"], "prefdiff-eval");
+  EXPECT_EQ(e["step"], 12);
+  EXPECT_EQ(e["checkpoint"], "checkpoints/step-00000012");
+  EXPECT_EQ(e["samples"], 6 * 4);  // tiny world: 4 prompts
+  EXPECT_GE(e["win_rate"].get<double>(), 0.0);
+  EXPECT_LE(e["win_rate"].get<double>(), 1.0);
+  EXPECT_EQ(e["config"]["beta"], e["objective"][0]["beta"]) << "the implicit margin uses the objective's beta";
+  EXPECT_NE(read(dir / "eval-a.log").find("win rate"), std::string::npos);
+  // A different training seed changes the result (the comparison above is not vacuous).
+  ASSERT_EQ(run({"train", kTiny, "run.output_dir=" + dir.string(), "run.name=c", "train.threads=1", "run.seed=4",
+                 "log.progress=\"off\""},
+                dir / "train-c.log"),
+            0);
+  ASSERT_EQ(run({"eval", (dir / "c").string(), "samples_per_prompt=6", "steps=4", "eval.seed=1"}, dir / "eval-c.log"), 0);
+  EXPECT_NE(read(dir / "c/eval.json"), a);
+  // Bad settings are refused with their key.
+  EXPECT_EQ(run({"eval", (dir / "a").string(), "samples_per_prompts=6"}, dir / "bad.log"), 3);
+  EXPECT_NE(read(dir / "bad.log").find("samples_per_prompt"), std::string::npos) << read(dir / "bad.log");
+  fs::remove_all(dir);
+}
+
+// A sweep killed while a job trains: run again, the finished job is not redone, the killed one resumes from
+// its checkpoint, and the report covers both.
+TEST(Sweep, KilledSweepResumesWithoutRedoingFinishedJobs) {
+  const fs::path dir = fresh_dir("resume");
+  const fs::path out = dir / "out";
+  write(dir / "s.toml", "[sweep]\nname = \"resume\"\nrecipe = \"" + kTiny + "\"\noutput_dir = \"" + out.string() +
+                            "\"\nthreads = 1\n"
+                            "[sweep.set]\n\"train.steps\" = 24\n\"train.checkpoint_every\" = 4\n\"eval.every\" = 0\n"
+                            "[sweep.eval]\nsamples_per_prompt = 4\nsteps = 3\n"
+                            "[[sweep.variant]]\nname = \"dpo\"\nset = { \"objective.id\" = \"dpo\" }\n"
+                            "[[sweep.variant]]\nname = \"cdpo\"\nset = { \"objective.id\" = \"cdpo\", \"objective.eps\" = 0.1 }\n"
+                            "[sweep.grid]\nnoise.rate = [0.2]\nrun.seed = [0]\n");
+  // The dpo job already finished (fabricated): it must never run.
+  const fs::path done = out / "runs/dpo__noise.rate-0.2__run.seed-0";
+  const std::string fabricated = R"({"format": "prefdiff-eval", "win_rate": 0.625, "reward_gain": 0.01,
+                                     "mode_entropy/policy": 1.0, "implicit_accuracy": 0.75, "step": 24})";
+  write(done / "eval.json", fabricated);
+
+  const pid_t sweep = spawn({"sweep", (dir / "s.toml").string(), "--jobs", "1"}, dir / "first.log");
+  const fs::path job = out / "runs/cdpo__noise.rate-0.2__run.seed-0";
+  const auto deadline = std::chrono::steady_clock::now() + 600s;
+  while (!fs::exists(job / "checkpoints/step-00000004/checkpoint.json") && std::chrono::steady_clock::now() < deadline &&
+         process_alive(sweep))
+    std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(fs::exists(job / "checkpoints/step-00000004/checkpoint.json")) << read(dir / "first.log");
+  ::kill(sweep, SIGKILL);
+  EXPECT_EQ(wait_exit(sweep), 128 + SIGKILL);
+  // The training child dies with its sweep (it would otherwise hold the run folder's lock).
+  const pid_t train_pid = nlohmann::json::parse(read(out / "jobs/cdpo__noise.rate-0.2__run.seed-0.json"))["pid"].get<pid_t>();
+  for (int i = 0; i < 100 && process_alive(train_pid); ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(process_alive(train_pid) && read("/proc/" + std::to_string(train_pid) + "/cmdline").find("train") != std::string::npos);
+  EXPECT_FALSE(fs::exists(job / "eval.json"));
+
+  ASSERT_EQ(run({"sweep", (dir / "s.toml").string(), "--jobs", "1"}, dir / "second.log"), 0) << read(dir / "second.log");
+  const std::string second = read(dir / "second.log");
+  EXPECT_NE(second.find("1 finished earlier, 1 to run"), std::string::npos) << second;
+  EXPECT_NE(second.find("train (resume latest)"), std::string::npos) << second;
+  EXPECT_EQ(read(done / "eval.json"), fabricated) << "the finished job was not redone";
+  EXPECT_FALSE(fs::exists(out / "logs/dpo__noise.rate-0.2__run.seed-0.log"));
+  const nlohmann::json e = nlohmann::json::parse(read(job / "eval.json"));
+  EXPECT_EQ(e["step"], 24);
+  // The resumed run logged every step once.
+  std::ifstream metrics(job / "metrics.jsonl");
+  std::string line;
+  int64_t last = 0;
+  while (std::getline(metrics, line)) {
+    const int64_t step = nlohmann::json::parse(line)["step"].get<int64_t>();
+    EXPECT_GT(step, last);
+    last = step;
+  }
+  EXPECT_EQ(last, 24);
+  const nlohmann::json state = nlohmann::json::parse(read(out / "jobs/cdpo__noise.rate-0.2__run.seed-0.json"));
+  EXPECT_EQ(state["state"], "finished");
+  EXPECT_EQ(state["attempts"], 2);
+  // The report covers both jobs; cdpo is compared with the fabricated dpo at the same seed.
+  const std::string csv = read(out / "results.csv");
+  EXPECT_NE(csv.find("\ndpo,0.2,1,0.625,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\ncdpo,0.2,1,"), std::string::npos) << csv;
+  EXPECT_NE(read(out / "results.md").find("Against `dpo`"), std::string::npos);
+
+  // A third run does nothing.
+  ASSERT_EQ(run({"sweep", (dir / "s.toml").string(), "--no-report"}, dir / "third.log"), 0);
+  EXPECT_NE(read(dir / "third.log").find("2 finished earlier, 0 to run"), std::string::npos) << read(dir / "third.log");
+  fs::remove_all(dir);
+}
