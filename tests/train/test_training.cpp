@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -94,18 +95,21 @@ std::vector<std::string> train_args(const fs::path& out, const std::string& name
 }  // namespace
 
 TEST(Training, ResumeAfterSigkillIsBitIdentical) {
+  // Hoelder-DPO keeps a running contamination estimate (plugin state, logged as eps_hat_running): the
+  // resumed run must restore it from the checkpoint for the metrics to match.
+  const std::vector<std::string> holder{"objective.id=holder-dpo"};
   const fs::path out = fresh_dir("resume");
-  ASSERT_EQ(run(train_args(out, "straight"), out / "straight.log"), 0) << read(out / "straight.log");
+  ASSERT_EQ(run(train_args(out, "straight", holder), out / "straight.log"), 0) << read(out / "straight.log");
 
   // Same recipe, killed right after its step-4 checkpoint, then resumed.
-  const pid_t pid = spawn(train_args(out, "killed"), out / "killed.log");
+  const pid_t pid = spawn(train_args(out, "killed", holder), out / "killed.log");
   const fs::path marker = out / "killed" / "checkpoints" / "step-00000004" / "checkpoint.json";
   const auto deadline = std::chrono::steady_clock::now() + 600s;
   while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
   kill(pid, SIGKILL);
   ASSERT_EQ(wait_exit(pid), 128 + SIGKILL) << "the run finished before it could be killed:\n" << read(out / "killed.log");
   ASSERT_FALSE(fs::exists(final_weights(out / "killed", 12)));
-  std::vector<std::string> resume = train_args(out, "killed");
+  std::vector<std::string> resume = train_args(out, "killed", holder);
   resume.push_back("--resume");
   resume.push_back("latest");
   ASSERT_EQ(run(resume, out / "resumed.log"), 0) << read(out / "resumed.log");
@@ -113,6 +117,10 @@ TEST(Training, ResumeAfterSigkillIsBitIdentical) {
   const auto a = metric_rows(out / "straight"), b = metric_rows(out / "killed");
   ASSERT_EQ(a.size(), b.size()) << read(out / "killed" / "metrics.jsonl");
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "metrics row " << i;
+  const bool has_state_metric = std::any_of(a.begin(), a.end(), [](const nlohmann::json& row) {
+    return row.contains("eps_hat_running") && !row.contains("eval/loss");
+  });
+  EXPECT_TRUE(has_state_metric) << "the plugin-state metric eps_hat_running is not logged";
   EXPECT_EQ(read(final_weights(out / "straight", 12)), read(final_weights(out / "killed", 12)))
       << "final weights differ";
 }
