@@ -76,6 +76,18 @@ at::Tensor embeddings_tensor(const World& world, const std::vector<int64_t>& pro
   return e;
 }
 
+// Runs the enclosing scope with one intra-op thread: reductions and GEMMs may split work by thread count,
+// and the cached reference must be the same bytes on every machine. (Also the faster choice on a busy
+// 2-core machine, where two spinning OpenMP threads measured 4x slower than one.)
+class SingleThread {
+ public:
+  SingleThread() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
+  ~SingleThread() { at::set_num_threads(previous_); }
+
+ private:
+  int previous_;
+};
+
 // Keeps a module's training flag as it was.
 class EvalMode {
  public:
@@ -152,7 +164,7 @@ nlohmann::json pretrain(Backbone& unet, const World& world) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   unet.train(false);
   unet.set_requires_grad(false);
-  return {{"steps", c.pretrain_steps}, {"batch", B}, {"seconds", seconds}, {"threads", at::get_num_threads()},
+  return {{"steps", c.pretrain_steps}, {"batch", B}, {"seconds", seconds},
           {"final_loss", last_window}, {"loss_curve", curve}};
 }
 
@@ -324,9 +336,10 @@ PreparedWorld prepare_world(const WorldConfig& config, const PrepareOptions& opt
   out.reference_dir = detail::publish_once(
       root, "reference-" + out.reference_key,
       [&](const fs::path& tmp) {
+        const SingleThread single_thread;
         log::info("toy-world: pretraining the reference UNet (" + std::to_string(config.pretrain_steps) + " steps, batch " +
-                  std::to_string(config.pretrain_batch) + ", " + std::to_string(at::get_num_threads()) +
-                  " threads) into " + (root / ("reference-" + out.reference_key)).string());
+                  std::to_string(config.pretrain_batch) + ", one thread) into " +
+                  (root / ("reference-" + out.reference_key)).string());
         const nlohmann::json unet_config = reference_unet_config(config);
         std::unique_ptr<Backbone> unet = with_seeded_default_generator(config.pretrain_seed, [&] {
           return BackboneRegistry::instance().create("unet2d", unet_config, BackboneOptions{});
@@ -357,6 +370,7 @@ PreparedWorld prepare_world(const WorldConfig& config, const PrepareOptions& opt
         if (config.pair_source == "base") {
           train = world.base_train_pairs();
         } else {
+          const SingleThread single_thread;
           log::info("toy-world: sampling " + std::to_string(2 * config.train_pairs) + " training images from the reference");
           std::unique_ptr<Backbone> reference = load_reference(out);
           std::vector<int64_t> prompts;

@@ -52,9 +52,9 @@ struct WorldConfig {
   uint64_t pair_seed = 0;
   int64_t pair_sample_steps = 20;    // DDIM steps when pair_source = "reference"
   // Reference pretraining.
-  int64_t pretrain_steps = 1000;
-  int64_t pretrain_batch = 64;
-  double pretrain_lr = 2e-3;
+  int64_t pretrain_steps = 1500;
+  int64_t pretrain_batch = 32;
+  double pretrain_lr = 5e-3;
   double pretrain_caption_dropout = 0.1;
   uint64_t pretrain_seed = 0;
   std::string unet_config;           // UNet config.json; "" = the built-in tiny fixture (unet_tiny.json)
