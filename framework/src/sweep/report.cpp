@@ -119,7 +119,9 @@ std::optional<std::string> find_program(const std::string& name) {
   return std::nullopt;
 }
 
+// Every script starts from gnuplot's defaults: the scripts run in one gnuplot process.
 const char* kTerminal =
+    "reset\n"
     "if (strstrt(GPVAL_TERMINALS, \"pngcairo\") > 0) { set terminal pngcairo size 960,%d font \",10\" } "
     "else { set terminal png size 960,%d }\n";
 
@@ -356,12 +358,18 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
   }
 
   std::ostringstream problems;
+  int not_started = 0;
   for (const JobRow& r : rows) {
     if (r.state == "finished") continue;
-    problems << "- `" << r.name << "`: " << r.state << (r.detail.empty() || r.state == "not started" ? "" : " (" + r.detail + ")");
+    if (r.state == "not started") {
+      ++not_started;
+      continue;
+    }
+    problems << "- `" << r.name << "`: " << r.state << (r.detail.empty() ? "" : " (" + r.detail + ")");
     if (fs::exists(dir / r.log)) problems << "; log: " << (dir / r.log).string();
     problems << "\n";
   }
+  if (not_started > 0) problems << "- " << not_started << " job(s) not started yet (no run folder)\n";
   result.problems = problems.str();
 
   // Plots: data files and gnuplot scripts in <dir>/plots, drawn by gnuplot.
@@ -397,7 +405,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
            << "set title " << gnuplot_string("win rate of the policy over the reference (mean ± SE over seeds)") << " noenhanced\n"
            << "set xlabel " << gnuplot_string(x_key) << " noenhanced\nset ylabel 'win rate'\n"
            << "set grid\nset key outside right noenhanced\nset offsets graph 0.04, graph 0.04, graph 0.05, graph 0.05\n"
-           << "set arrow from graph 0, first 0.5 to graph 1, first 0.5 nohead dashtype 2 lc rgb 'gray'\nplot";
+           << "plot 0.5 with lines dashtype 2 lc rgb 'gray' title 'no change (0.5)'";
         for (size_t i = 0; i < order.size(); ++i) {
           auto& pts = series[order[i]];
           std::sort(pts.begin(), pts.end());
@@ -408,7 +416,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
                 << summaries[g].n << "\n";
           }
           dat << "\n\n";
-          gp << (i ? ", \\\n    " : " ") << "'win_rate.dat' index " << i << " using 1:2:3 with yerrorlines lw 2 pt 7 title "
+          gp << ", \\\n    'win_rate.dat' index " << i << " using 1:2:3 with yerrorlines lw 2 pt 7 title "
              << gnuplot_string(order[i]);
         }
         gp << "\n";
