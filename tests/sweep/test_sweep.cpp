@@ -380,6 +380,25 @@ TEST(SweepReport, AggregatesFabricatedRunFolders) {
   fs::remove_all(dir);
 }
 
+TEST(SweepReport, RunningJobsOfAKilledSweepAreUnfinished) {
+  const fs::path dir = temp_dir("stale");
+  const SweepSpec spec = SweepSpec::parse("[sweep]\nrecipe = \"r.toml\"\n[sweep.grid]\nrun.seed = [0]\n", dir / "s.toml", dir / "out");
+  write_plan(spec, expand(spec));
+  write(spec.output_dir / "jobs/run.seed-0.json", R"({"state": "running", "stage": "train", "attempts": 1})");
+  fs::create_directories(spec.output_dir / "runs/run.seed-0");
+  ReportOptions options;
+  options.plots = false;
+  EXPECT_NE(write_report(spec.output_dir, options).problems.find("`run.seed-0`: unfinished"), std::string::npos);
+  // While a sweep holds the folder's lock, the job is reported as running.
+  const int fd = ::open((spec.output_dir / ".sweep.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  EXPECT_TRUE(sweep_running(spec.output_dir));
+  EXPECT_NE(write_report(spec.output_dir, options).problems.find("`run.seed-0`: running"), std::string::npos);
+  ::close(fd);
+  EXPECT_FALSE(sweep_running(spec.output_dir));
+  fs::remove_all(dir);
+}
+
 TEST(SweepReport, MissingPlanIsAClearError) {
   const fs::path dir = temp_dir("noplan");
   try {

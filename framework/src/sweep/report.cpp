@@ -169,6 +169,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
     if (axis.at("key").get<std::string>() != seed_key) keys.push_back(axis.at("key").get<std::string>());
 
   // One row per planned job, judged from its folder.
+  const bool live = sweep_running(dir);
   std::vector<JobRow> rows;
   for (const auto& j : plan->at("jobs")) {
     JobRow row;
@@ -188,6 +189,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
     } else if (auto s = read_json(states_dir(dir) / (row.name + ".json"))) {
       row.state = s->value("state", "unfinished");
       if (row.state == "finished") row.state = "unfinished";  // state says so but eval.json is gone
+      if (row.state == "running" && !live) row.state = "unfinished";  // its sweep was killed
       row.detail = "in " + s->value("stage", std::string("?"));
       if (s->contains("exit_code")) row.detail += ", exit code " + std::to_string((*s)["exit_code"].get<int>());
       if (s->contains("signal")) row.detail += ", signal " + std::to_string((*s)["signal"].get<int>());

@@ -142,6 +142,14 @@ int threads_per_job(const SweepSpec& spec, int jobs) {
   return std::max(1, available_cores() / std::max(1, jobs));
 }
 
+bool sweep_running(const fs::path& dir) {
+  const int fd = ::open((dir / ".sweep.lock").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);
+  return held;
+}
+
 std::string shell_quote(const std::string& text) {
   std::string out = "'";
   for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);

@@ -51,6 +51,9 @@ int threads_per_job(const SweepSpec& spec, int jobs);
 // appending their output to <dir>/logs/<job>.log, exactly as run_sweep() would.
 std::string slurm_script(const SweepSpec& spec, const std::vector<Job>& jobs, const std::string& prefdiff, int threads);
 
+// Whether a `prefdiff sweep` holds <dir>'s lock now (its "running" jobs are really running).
+bool sweep_running(const std::filesystem::path& dir);
+
 // Writes <dir>/sweep.json (plan_json), which `sweep report` reads.
 void write_plan(const SweepSpec& spec, const std::vector<Job>& jobs);
 
