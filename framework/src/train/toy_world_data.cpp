@@ -43,8 +43,12 @@ void register_builtin_components(PluginRegistry& registry) {
   LoadedPlugin component;
   component.path = "built-in";
   component.descriptor = &descriptor;
-  for (const KeySpec& key : toy::world_schema())
-    if (key.name != "id") component.params.push_back(key);  // `id` is the host's key in every component table
+  for (KeySpec key : toy::world_schema()) {
+    if (key.name == "id") continue;  // `id` is the host's key in every component table
+    // Files named in a recipe are relative to that recipe, as for plugin path parameters.
+    if (key.name == "unet_config" || key.name == "cache_dir") key.bounds |= PD_PARAM_PATH;
+    component.params.push_back(std::move(key));
+  }
   registry.add_builtin(std::move(component));
 }
 

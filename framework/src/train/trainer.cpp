@@ -215,6 +215,9 @@ class Trainer {
       if (e.contains("shards")) held_out_ = data::open_hdf5_pairs(e["shards"].get<std::string>(), host_services());
     }
 
+    check_data_fits_backbone(*train_data_.source);
+    if (held_out_) check_data_fits_backbone(*held_out_);
+
     // Label noise: one decision per pair over the whole data set, the same for every rank and objective.
     const auto& n = recipe_.section("noise");
     const LoadedPlugin* noise = registry_.find(n["id"].get<std::string>());
@@ -248,6 +251,31 @@ class Trainer {
                                std::to_string(reader_->pair_count()) + " pairs, fewer than one batch of " +
                                std::to_string(o.batch_size) + " per rank on " + std::to_string(env_.world_size) +
                                " rank(s)");
+  }
+
+  // Latents and prompt embeddings must have the shapes the backbone was built for: a clear error now
+  // instead of a shape mismatch deep inside the first forward pass.
+  void check_data_fits_backbone(const data::SourceHandle& source) const {
+    const nlohmann::json& config = policy_->config();
+    auto require = [&](const std::string& tensor, size_t axis, int64_t expected, const std::string& key) {
+      const auto* spec = source.find(tensor);
+      if (spec == nullptr)
+        throw std::runtime_error("data " + source.label() + " has no tensor '" + tensor + "', which training needs");
+      if (axis < spec->shape.size() && spec->shape[axis] != expected)
+        throw std::runtime_error("data " + source.label() + ": tensor '" + tensor + "' has size " +
+                                 std::to_string(spec->shape[axis]) + " along axis " + std::to_string(axis) +
+                                 " but the backbone's " + key + " is " + std::to_string(expected) +
+                                 ". HINT: encode the data for this backbone, or point [backbone] at the model the data "
+                                 "was encoded for");
+    };
+    const int64_t channels = config.value("in_channels", int64_t{4});
+    require("latent_w", 0, channels, "in_channels");
+    require("latent_l", 0, channels, "in_channels");
+    if (config.contains("cross_attention_dim") && config["cross_attention_dim"].is_number_integer()) {
+      const auto* text = source.find("prompt_embeds");
+      if (text != nullptr) require("prompt_embeds", text->shape.size() - 1, config["cross_attention_dim"].get<int64_t>(),
+                                   "cross_attention_dim");
+    }
   }
 
   void set_up_objectives_and_optimizer() {
