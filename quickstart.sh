@@ -78,30 +78,16 @@ configure_and_build() {
   cmake --build "$build_dir" -j "$jobs"
 }
 
-# The main job (until training lands): list plugins, validate and dry-run every shipped recipe, and
-# compare how the objectives weigh a pair as its margin h goes from confidently right to wrong.
+# The main job: the default sweep (five objectives x flip rates 0, 0.2, 0.4 x two seeds in the synthetic
+# world; docs/sweeps.md), then its table and where its plots are. Resumable: run it again after a stop.
 main_job() {
-  local bin="$build_dir/bin/prefdiff" py; py="$(venv_dir)/bin/python"
+  local bin="$build_dir/bin/prefdiff" out="${PREFDIFF_SWEEP_DIR:-$root/runs/sweeps/default}"
   "$bin" version
-  "$bin" plugins list
-  local recipe
-  for recipe in "$root"/recipes/sd15/*.toml "$root"/recipes/sdxl/*.toml; do
-    "$bin" recipe validate "$recipe"
-  done
-  "$bin" train "$root/recipes/sdxl/alpha-dpo.toml" --dry-run
-  local margins="-8,-4,-2,-1,0,1,2,4" id
+  "$bin" sweep "$root/recipes/sweeps/default.toml" --output "$out" "$@"
   echo
-  echo "Per-pair gradient weight -dl/dh by margin h (a flipped label looks like a large negative h):"
-  printf '  %-38s' "h =" && tr ',' '\n' <<<"$margins" | xargs printf '%7s ' && echo
-  for id in dpo "cdpo eps=0.1" "rdpo eps=0.2" "holder-dpo gamma=2" "alpha-dpo alpha_mode=fixed alpha=0.5" "alpha-dpo"; do
-    # shellcheck disable=SC2086
-    "$bin" plugins eval $id --margins="$margins" | "$py" -c '
-import json, sys
-r = json.load(sys.stdin)
-alpha = r["diagnostics"].get("alpha")
-print("  %-38s" % sys.argv[1] + " ".join("%7.3f" % -g for g in r["dloss_dh"]) +
-      ("   (alpha = %.4f)" % alpha if alpha is not None else ""))' "$id"
-  done
+  cat "$out/results.md"
+  echo
+  echo "Results: $out/results.md, $out/results.csv; plots: $(ls "$out"/plots/*.png 2>/dev/null | tr '\n' ' ')"
 }
 
 cmd="${1:-}"; shift || true
@@ -110,7 +96,7 @@ case "$cmd" in
   build) install_debian_packages; install_python_env; configure_and_build ;;
   main)
     install_debian_packages; install_python_env; configure_and_build
-    main_job ;;
+    main_job "$@" ;;
   test)
     install_debian_packages; install_python_env; configure_and_build
     cd "$build_dir"
