@@ -105,13 +105,21 @@ int main(int argc, char** argv) {
   prefdiff_step();
   bare_step();
   std::vector<double> a, b;
-  for (int i = 0; i < repeats; ++i) {  // interleaved, so drifts in machine load hit both alike
-    auto t0 = Clock::now();
-    prefdiff_step();
-    a.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-    t0 = Clock::now();
-    bare_step();
-    b.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  auto time = [](auto& step) {
+    const auto t0 = Clock::now();
+    step();
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  // Interleaved so drifts in machine load hit both alike, in alternating order (ABBA) so that neither
+  // always runs right after the other's allocations.
+  for (int i = 0; i < repeats; ++i) {
+    if (i % 2 == 0) {
+      a.push_back(time(prefdiff_step));
+      b.push_back(time(bare_step));
+    } else {
+      b.push_back(time(bare_step));
+      a.push_back(time(prefdiff_step));
+    }
   }
   std::sort(a.begin(), a.end());
   std::sort(b.begin(), b.end());
