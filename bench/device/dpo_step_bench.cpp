@@ -193,7 +193,7 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
 #ifdef PREFDIFF_WITH_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(di);
-    const size_t agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    const size_t agg = 0;  // StatType::AGGREGATE (the enum's header moved between LibTorch releases)
     out["peak_allocated_bytes"] = stats.allocated_bytes[agg].peak;
     out["peak_reserved_bytes"] = stats.reserved_bytes[agg].peak;
   }

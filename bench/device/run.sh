@@ -30,7 +30,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 start=$(date +%s)
-if [ "$cpu" = 1 ]; then budget="${budget:-3000}"; else budget="${budget:-560}"; fi
+# Phase timeouts are sized for the GPU machine (16 cores); the CPU mode runs on shared 2-core machines.
+if [ "$cpu" = 1 ]; then budget="${budget:-3000}"; tscale=4; else budget="${budget:-560}"; tscale=1; fi
 out="${OUT:-$root/build-device-out}"
 mkdir -p "$out"
 parts="$(mktemp -d /tmp/prefdiff-device.XXXXXX)"
@@ -46,7 +47,7 @@ finish() {
   say "report"
   "$py" "$root/bench/device/report.py" "$parts" "$parts/results.json" || rc=1
   cp "$parts/results.json" "$out/results.json" 2>/dev/null || true
-  tar -C "$parts" -czf "$out/details.tar.gz" . 2>/dev/null || true
+  tar -C "$parts" -czf "$out/details.tar.gz" . 2>/dev/null && rm -rf "$parts" || true
   if [ ${#failed[@]} -gt 0 ]; then say "FAILED phases: ${failed[*]}"; rc=1; fi
   say "done (exit $rc); results in $out"
   exit "$rc"
@@ -55,7 +56,7 @@ trap 'say "unexpected error at line $LINENO"; failed+=("script"); finish 1' ERR
 
 # phase NAME TIMEOUT CMD...: runs CMD with a timeout inside the budget; log in $parts/NAME.log.
 phase() {
-  local name="$1" t="$2"; shift 2
+  local name="$1" t=$(( $2 * tscale )); shift 2
   local avail=$(( $(left) - 15 ))
   [ "$avail" -lt "$t" ] && t="$avail"
   if [ "$t" -lt 5 ]; then
@@ -99,10 +100,12 @@ else
   export PYTHONPATH="/tmp/prefdiff-site${PYTHONPATH:+:$PYTHONPATH}"
   # Runtime libraries of the carried packages that this system lacks (only those: the system's own win).
   rt=/tmp/prefdiff-rt; rm -rf "$rt"; mkdir -p "$rt"
+  have="$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null || true)"
   for f in "$prefix"/usr/lib/x86_64-linux-gnu/lib*.so.*; do
     n="$(basename "$f")"
-    ldconfig -p | grep -q " $n " || ln -sf "$f" "$rt/$n"
+    grep -q "^[[:space:]]$n " <<<"$have" || ln -sf "$f" "$rt/$n"
   done
+  say "carried runtime libraries used (absent from the system): $(ls "$rt" | grep -cE '\.so\.[0-9]+$' || true)"
   export LD_LIBRARY_PATH="$rt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 say "python: $py; build: $build; golden: $golden; device: $device; budget ${budget}s"
