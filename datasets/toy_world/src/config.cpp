@@ -10,18 +10,7 @@
 namespace prefdiff::toy {
 namespace {
 
-KeySpec key(const char* name, ValueType type, nlohmann::json default_value, const char* doc, double min = 0,
-            double max = 0, uint32_t bounds = 0) {
-  KeySpec k;
-  k.name = name;
-  k.type = type;
-  k.default_value = std::move(default_value);
-  k.doc = doc;
-  k.min = min;
-  k.max = max;
-  k.bounds = bounds;
-  return k;
-}
+using detail::key;
 
 constexpr uint32_t kMin = PD_PARAM_HAS_MIN;
 constexpr uint32_t kMinMax = PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX;

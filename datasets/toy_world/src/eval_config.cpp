@@ -5,18 +5,7 @@
 namespace prefdiff::toy {
 namespace {
 
-KeySpec key(const char* name, ValueType type, nlohmann::json default_value, const char* doc, double min = 0,
-            double max = 0, uint32_t bounds = 0) {
-  KeySpec k;
-  k.name = name;
-  k.type = type;
-  k.default_value = std::move(default_value);
-  k.doc = doc;
-  k.min = min;
-  k.max = max;
-  k.bounds = bounds;
-  return k;
-}
+using detail::key;
 
 std::vector<KeySpec> build() {
   const EvalConfig d;

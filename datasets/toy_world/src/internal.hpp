@@ -14,6 +14,20 @@
 
 namespace prefdiff::toy::detail {
 
+// One row of a key table ([data] world keys, [eval] keys), in the host's schema type.
+inline KeySpec key(const char* name, ValueType type, nlohmann::json default_value, const char* doc, double min = 0,
+                   double max = 0, uint32_t bounds = 0) {
+  KeySpec k;
+  k.name = name;
+  k.type = type;
+  k.default_value = std::move(default_value);
+  k.doc = doc;
+  k.min = min;
+  k.max = max;
+  k.bounds = bounds;
+  return k;
+}
+
 // The built-in tiny UNet config (datasets/toy_world/unet_tiny.json, embedded at build time).
 extern const char* const kTinyUnetConfig;
 
