@@ -26,18 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::optional<nlohmann::json> read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  try {
-    nlohmann::json j;
-    in >> j;
-    return j;
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
-
 struct JobRow {
   std::string name, variant, seed;  // seed: the seed key's value ("" when it is not in the grid)
   std::vector<Setting> values;      // grid values without the seed

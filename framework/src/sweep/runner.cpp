@@ -32,18 +32,6 @@ namespace {
 volatile sig_atomic_t g_stop = 0;
 void on_stop(int) { g_stop = 1; }
 
-std::optional<nlohmann::json> read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  try {
-    nlohmann::json j;
-    in >> j;
-    return j;
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
-
 std::string now_text() {
   const std::time_t t = std::time(nullptr);
   char buf[64];

@@ -453,4 +453,16 @@ nlohmann::json plan_json(const SweepSpec& spec, const std::vector<Job>& jobs) {
   return plan;
 }
 
+std::optional<nlohmann::json> read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  try {
+    nlohmann::json j;
+    in >> j;
+    return j;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace prefdiff::sweep

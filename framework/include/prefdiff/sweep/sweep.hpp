@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -85,6 +86,10 @@ std::vector<std::string> eval_args(const SweepSpec& spec, const std::filesystem:
 inline std::filesystem::path runs_dir(const std::filesystem::path& dir) { return dir / "runs"; }
 inline std::filesystem::path logs_dir(const std::filesystem::path& dir) { return dir / "logs"; }
 inline std::filesystem::path states_dir(const std::filesystem::path& dir) { return dir / "jobs"; }
+
+// A JSON file a job wrote (eval.json, run.json, a job state), or nullopt when it is missing or torn
+// (a killed job): the runner and the report then treat the job as not finished.
+std::optional<nlohmann::json> read_json(const std::filesystem::path& path);
 
 // The plan written to <output_dir>/sweep.json: what `sweep report` rebuilds the results from.
 nlohmann::json plan_json(const SweepSpec& spec, const std::vector<Job>& jobs);
