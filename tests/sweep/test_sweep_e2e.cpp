@@ -15,6 +15,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "../common/prefdiff_process.hpp"
+
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
@@ -22,41 +24,17 @@ namespace {
 
 const std::string kTiny = std::string(TEST_TRAIN_RECIPES_DIR) + "/tiny.toml";
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("prefdiff_sweep_e2e_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path fresh_dir(const std::string& name) { return prefdiff::testing::fresh_dir("prefdiff_sweep_e2e", name); }
 
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setenv("PREFDIFF_CACHE", TEST_CACHE_DIR, 1);
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> argv{const_cast<char*>(PREFDIFF_EXE)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(PREFDIFF_EXE, argv.data());
-    _exit(127);
-  }
-  return pid;
+  return prefdiff::testing::spawn(PREFDIFF_EXE, args, log, {std::string("PREFDIFF_CACHE=") + TEST_CACHE_DIR});
 }
 
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using prefdiff::testing::wait_exit;
 
 int run(const std::vector<std::string>& args, const fs::path& log) { return wait_exit(spawn(args, log)); }
 
-std::string read(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+std::string read(const fs::path& path) { return prefdiff::testing::read_file(path); }
 
 void write(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());

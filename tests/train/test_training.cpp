@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include "prefdiff/model_io/safetensors.hpp"
+#include "../common/prefdiff_process.hpp"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -26,46 +27,23 @@ namespace {
 
 const std::string kRecipe = std::string(TEST_RECIPES_DIR) + "/tiny.toml";
 
-fs::path fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("prefdiff_train_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
+fs::path fresh_dir(const std::string& name) { return prefdiff::testing::fresh_dir("prefdiff_train", name); }
+
+// `prefdiff --plugin-path <test plugins> ARGS`, with the tests' world cache.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log, std::vector<std::string> env = {}) {
+  std::vector<std::string> argv{"--plugin-path", TEST_PLUGIN_DIR};
+  argv.insert(argv.end(), args.begin(), args.end());
+  env.push_back(std::string("PREFDIFF_CACHE=") + TEST_CACHE_DIR);
+  return prefdiff::testing::spawn(PREFDIFF_EXE, argv, log, env);
 }
 
-// Starts `prefdiff ARGS` with output to LOG; extra environment as NAME=VALUE.
-pid_t spawn(const std::vector<std::string>& args, const fs::path& log, const std::vector<std::string>& env = {}) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setenv("PREFDIFF_CACHE", TEST_CACHE_DIR, 1);
-    for (const std::string& e : env) putenv(strdup(e.c_str()));
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> argv{const_cast<char*>(PREFDIFF_EXE), const_cast<char*>("--plugin-path"),
-                            const_cast<char*>(TEST_PLUGIN_DIR)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(PREFDIFF_EXE, argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using prefdiff::testing::wait_exit;
 
 int run(const std::vector<std::string>& args, const fs::path& log, const std::vector<std::string>& env = {}) {
   return wait_exit(spawn(args, log, env));
 }
 
-std::string read(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+std::string read(const fs::path& path) { return prefdiff::testing::read_file(path); }
 
 // metrics.jsonl rows without the wall-clock keys.
 std::vector<nlohmann::json> metric_rows(const fs::path& run) {
