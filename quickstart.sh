@@ -71,10 +71,13 @@ configure_and_build() {
   export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"
   export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}"
   export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
-  if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-    cmake -S "$root" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_PREFIX_PATH="$torch_prefix" -DPython3_EXECUTABLE="$venv/bin/python" "${launcher[@]}"
-  fi
+  # Configured every time (seconds): a new requirements.lock means a new venv, whose LibTorch and
+  # Python an existing build folder must pick up.
+  local generator=()
+  [ -f "$build_dir/CMakeCache.txt" ] || generator=(-G Ninja)
+  cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$torch_prefix" -DPython3_EXECUTABLE="$venv/bin/python" \
+    -DPREFDIFF_PYTHON="$venv/bin/python" "${launcher[@]}" >/dev/null
   cmake --build "$build_dir" -j "$jobs"
 }
 
