@@ -7,7 +7,9 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 
+#include <memory>
 #include <optional>
+#include <type_traits>
 
 namespace prefdiff::unet2d {
 
@@ -110,6 +112,24 @@ struct CheckpointBackward : public Node {
   }
 };
 
+// LibTorch up to 2.11 owns autograd nodes through std::shared_ptr (set_history takes one); later versions
+// through c10::intrusive_ptr. Detect which, so the backbone builds against the machine's PyTorch either way.
+template <class N, class = void>
+struct NodesAreShared : std::false_type {};
+template <class N>
+struct NodesAreShared<N, std::void_t<decltype(torch::autograd::set_history(
+                             std::declval<at::Tensor&>(), std::declval<const std::shared_ptr<N>&>()))>>
+    : std::true_type {};
+
+template <class N>
+auto make_node() {
+  if constexpr (NodesAreShared<N>::value) {
+    return std::make_shared<N>();
+  } else {
+    return c10::make_intrusive<N>();
+  }
+}
+
 }  // namespace
 
 std::vector<at::Tensor> checkpoint(TensorFn fn, const std::vector<at::Tensor>& inputs,
@@ -119,7 +139,7 @@ std::vector<at::Tensor> checkpoint(TensorFn fn, const std::vector<at::Tensor>& i
                 std::any_of(params.begin(), params.end(), [](const at::Tensor& t) { return t.requires_grad(); }));
   if (!needs) return fn(inputs);
 
-  auto node = c10::make_intrusive<CheckpointBackward>();
+  auto node = make_node<CheckpointBackward>();
   node->autocast = AutocastState::capture();
   c10::Device dev = inputs.empty() ? c10::Device(at::kCPU) : inputs[0].device();
   if (dev.is_cpu() || dev.is_cuda()) {
