@@ -92,7 +92,9 @@ struct Golden {
 // max |a - b| <= rel * max |b|, per tensor (the README's rule for parameter gradients).
 void expect_close_tensor(const at::Tensor& actual, const at::Tensor& expected, double rel, const std::string& name) {
   ASSERT_EQ(actual.sizes(), expected.sizes()) << name;
-  const double error = (actual.to(torch::kFloat64) - expected.to(torch::kFloat64)).abs().max().item<double>();
+  // The golden tensors load on the CPU; the step's outputs may be on CUDA (PREFDIFF_TEST_DEVICE).
+  const double error =
+      (actual.to(torch::kCPU, torch::kFloat64) - expected.to(torch::kFloat64)).abs().max().item<double>();
   const double scale = expected.to(torch::kFloat64).abs().max().item<double>();
   std::printf("  %-70s max|a-b| %.3g, max|ref| %.3g (rel %.3g, tolerance %.3g)\n", name.c_str(), error, scale,
               error / scale, rel);
