@@ -18,6 +18,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 
 namespace {
 
@@ -47,7 +48,7 @@ TEST(AdamW, ConstantGradientClosedForm) {
   const std::vector<double> p0 = {0.5, -1.25, 2.0, 0.0, 3.0}, g = {0.3, -2.0, 1e-3, 5.0, -1e-9};
   for (at::ScalarType dtype : {at::kDouble, at::kFloat}) {
     at::Tensor p = f64(p0).to(dtype);
-    auto opt = make_adamw({{"w", p}}, AdamWOptions{lr, 0.9, 0.999, eps, wd});
+    auto opt = make_adamw({{"w", p}}, AdamWOptions{lr, 0.9, 0.999, eps, wd, std::nullopt});
     double max_err = 0;
     for (int t = 1; t <= 12; ++t) {
       p.mutable_grad() = f64(g).to(dtype);
@@ -69,7 +70,7 @@ TEST(AdamW, ConstantGradientClosedForm) {
 TEST(AdamW, VaryingGradientMatchesTextbookRecurrence) {
   // Loshchilov & Hutter's AdamW with torch's conventions (decay before the moment update, eps outside the
   // square root, bias corrections 1 - beta^t), evaluated here in double.
-  const AdamWOptions o{3e-2, 0.8, 0.95, 1e-6, 0.1};
+  const AdamWOptions o{3e-2, 0.8, 0.95, 1e-6, 0.1, std::nullopt};
   const int n = 6;
   at::Tensor p = at::linspace(-1, 1, n, at::kDouble);
   std::vector<double> ref(p.data_ptr<double>(), p.data_ptr<double>() + n), m(n, 0), v(n, 0);
@@ -138,17 +139,25 @@ void run_steps(Optimizer& opt, NamedTensors& params, const LrSchedule& sched, in
   }
 }
 
-void check_resume(const std::string& name, at::ScalarType dtype) {
+// fused: AdamW's path (unset: the recipe's default, which on the CPU is LibTorch's per-tensor loop).
+void check_resume(const std::string& name, at::ScalarType dtype, std::optional<bool> fused = std::nullopt) {
   const int64_t N = 9, K = 4;
   const LrSchedule sched(ScheduleKind::kCosine, 5e-2, 3, N, 0.1);
   const nlohmann::json section = {{"name", name}, {"lr", 5e-2}};
+  auto build_optimizer = [&](const NamedTensors& params) {
+    if (!fused) return prefdiff::optim::make_optimizer(section, params);
+    AdamWOptions o;
+    o.lr = 5e-2;
+    o.fused = fused;
+    return make_adamw(params, o);
+  };
 
   NamedTensors straight = make_params(dtype);
-  auto a = make_optimizer(section, straight);
+  auto a = build_optimizer(straight);
   run_steps(*a, straight, sched, 0, N);
 
   NamedTensors first = make_params(dtype);
-  auto b = make_optimizer(section, first);
+  auto b = build_optimizer(first);
   run_steps(*b, first, sched, 0, K);
   // Through the checkpoint format: weights and optimizer state in safetensors files.
   const fs::path dir = fs::temp_directory_path() / ("prefdiff_optim_resume_" + name + "_" + std::to_string(::getpid()));
@@ -163,7 +172,7 @@ void check_resume(const std::string& name, at::ScalarType dtype) {
   std::map<std::string, at::Tensor> by_name(loaded.begin(), loaded.end());
   NamedTensors resumed;
   for (const auto& np : straight) resumed.emplace_back(np.first, by_name.at(np.first).requires_grad_(true));
-  auto c = make_optimizer(section, resumed);
+  auto c = build_optimizer(resumed);
   c->load_state(prefdiff::model_io::SafetensorsFile::open(dir / "optimizer.safetensors").load_all());
   run_steps(*c, resumed, sched, K, N);
   fs::remove_all(dir);
@@ -178,6 +187,35 @@ void check_resume(const std::string& name, at::ScalarType dtype) {
 }
 
 TEST(Resume, AdamWBitIdentical) { check_resume("adamw", at::kFloat); }
+TEST(Resume, FusedAdamWBitIdentical) { check_resume("adamw", at::kFloat, true); }
+
+// The fused multi-tensor kernel (the CUDA default; ATen has it for the CPU too) and LibTorch's per-tensor
+// loop compute the same update: one parameter starts late, so per-parameter step counts differ.
+TEST(AdamW, FusedKernelMatchesPerTensorLoop) {
+  const LrSchedule sched(ScheduleKind::kCosine, 5e-2, 3, 9, 0.1);
+  NamedTensors loop = make_params(at::kFloat), fused = make_params(at::kFloat);
+  AdamWOptions o;
+  o.lr = 5e-2;
+  o.fused = false;
+  auto a = make_adamw(loop, o);
+  o.fused = true;
+  auto b = make_adamw(fused, o);
+  run_steps(*a, loop, sched, 0, 9);
+  run_steps(*b, fused, sched, 0, 9);
+  for (size_t i = 0; i < loop.size(); ++i) {
+    const double err = (loop[i].second - fused[i].second).abs().max().item<double>();
+    const double scale = loop[i].second.abs().max().item<double>();
+    std::cout << "[ adamw fused vs loop ] " << loop[i].first << " max |dp| " << err << " of " << scale << "\n";
+    EXPECT_LE(err, 1e-6 * scale) << loop[i].first;  // float32 rounding of ~10 differently ordered operations
+    EXPECT_FALSE(at::equal(loop[i].second, make_params(at::kFloat)[i].second)) << "the parameter moved";
+  }
+  auto sa = a->state(), sb = b->state();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(sa[i].first, sb[i].first);
+    EXPECT_TRUE(at::allclose(sa[i].second.to(at::kDouble), sb[i].second.to(at::kDouble), 1e-5, 1e-9)) << sa[i].first;
+  }
+}
 TEST(Resume, AdafactorBitIdentical) { check_resume("adafactor", at::kFloat); }
 TEST(Resume, AdafactorBf16ParamsBitIdentical) { check_resume("adafactor", at::kBFloat16); }
 
@@ -316,6 +354,16 @@ TEST(GradClip, ClipsToMaxNorm) {
   const double after = std::hypot(a.grad()[0].item<double>(), b.grad()[0][0].item<double>());
   EXPECT_NEAR(after, 1.0, 1e-6);
   EXPECT_NEAR(a.grad()[0].item<double>() / b.grad()[0][0].item<double>(), 0.75, 1e-7);  // direction kept
+}
+
+TEST(GradClip, MixedDtypesTakeThePerTensorPath) {
+  at::Tensor a = at::zeros({2}), b = at::zeros({1}, at::kDouble);
+  a.mutable_grad() = f64({3, 0}).to(at::kFloat);
+  b.mutable_grad() = f64({4});
+  const GradNormResult r = clip_grad_norm(std::vector<at::Tensor>{a, b}, 1.0);
+  EXPECT_NEAR(r.total_norm, 5.0, 1e-6);
+  EXPECT_NEAR(std::hypot(a.grad()[0].item<double>(), b.grad()[0].item<double>()), 1.0, 1e-6);
+  EXPECT_EQ(b.grad().scalar_type(), at::kDouble);
 }
 
 TEST(GradClip, BelowMaxNormAndDisabled) {

@@ -3,6 +3,14 @@
 #include "prefdiff/optim/optimizer.hpp"
 #include "state_io.hpp"
 
+#include <algorithm>
+
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/GradMode.h>
+
 #include <torch/optim/adamw.h>
 
 namespace prefdiff::optim {
@@ -21,9 +29,19 @@ class AdamW final : public Optimizer {
                                                                .eps(o.eps)
                                                                .weight_decay(o.weight_decay)
                                                                .amsgrad(false));
+    options_ = o;
+    fused_ = o.fused.value_or(!params_.empty() && std::all_of(params_.begin(), params_.end(), [](const at::Tensor& p) {
+      return p.is_cuda();
+    }));
+    device_steps_.resize(params_.size());
   }
 
-  void step() override { impl_->step(); }
+  void step() override {
+    if (fused_)
+      fused_step();
+    else
+      impl_->step();
+  }
   void zero_grad() override { impl_->zero_grad(/*set_to_none=*/true); }
 
   void set_lr(double lr) override {
@@ -74,12 +92,51 @@ class AdamW final : public Optimizer {
       st.erase(key);
       if (loaded[i]) st[key] = std::move(loaded[i]);
     }
+    for (auto& t : device_steps_) t = at::Tensor();  // re-read from the loaded host counts
   }
 
  private:
+  // The state lives in LibTorch's AdamWParamState either way, so checkpoints and load_state do not care which
+  // path stepped. The fused kernel reads each parameter's step count as a float tensor on its device
+  // (device_steps_, kept in step with the host's integer count).
+  void fused_step() {
+    c10::NoGradGuard no_grad;
+    auto& state = impl_->state();
+    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const at::Tensor& p = params_[i];
+      if (!p.grad().defined()) continue;
+      void* key = p.unsafeGetTensorImpl();
+      auto it = state.find(key);
+      if (it == state.end()) {  // as LibTorch's first step: zero moments in the parameter's dtype and layout
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+        fresh->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+        it = state.emplace(key, std::move(fresh)).first;
+      }
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      if (!device_steps_[i].defined())
+        device_steps_[i] = at::full({}, static_cast<double>(s.step()), p.options().dtype(at::kFloat));
+      s.step(s.step() + 1);
+      params.push_back(p);
+      grads.push_back(p.grad());
+      exp_avgs.push_back(s.exp_avg());
+      exp_avg_sqs.push_back(s.exp_avg_sq());
+      steps.push_back(device_steps_[i]);
+    }
+    if (params.empty()) return;
+    at::_foreach_add_(steps, 1);
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr(), options_.beta1,
+                      options_.beta2, options_.weight_decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
+  }
+
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<torch::optim::AdamW> impl_;
+  AdamWOptions options_;
+  bool fused_ = false;
+  std::vector<at::Tensor> device_steps_;
 };
 
 }  // namespace

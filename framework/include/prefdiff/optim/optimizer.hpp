@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -56,6 +57,10 @@ struct AdamWOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 1e-2;
+  // The multi-tensor kernel (ATen's _fused_adamw_, as torch.optim.AdamW(fused=True)): one launch for all
+  // parameters instead of ~10 per parameter tensor. Unset: fused where every parameter is on CUDA,
+  // LibTorch's per-tensor loop elsewhere (CPU runs keep their bit-exact history). Same update either way.
+  std::optional<bool> fused;
 };
 
 // transformers' Adafactor(lr, scale_parameter=False, relative_step=False, warmup_init=False, beta1=None):
