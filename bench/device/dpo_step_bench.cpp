@@ -6,7 +6,8 @@
 //
 //   dpo_step_bench --config CONFIG_JSON --latent 64 --pairs 8 --optimizer adamw|adafactor
 //                  [--checkpointing 0|1] [--channels-last 0|1] [--device cuda|cpu] [--autocast bfloat16|none]
-//                  [--ref-dtype bfloat16|float32] [--ctx-len 77] [--warmup 3] [--steps 10] [--out FILE.json]
+//                  [--ref-dtype bfloat16|float32] [--ctx-len 77] [--warmup 3] [--steps 10] [--profile-steps 2]
+//                  [--out FILE.json]
 //
 // On CUDA out-of-memory the case is retried with half the pairs (reported as "pairs" and "oom_retries").
 #include <sys/resource.h>
@@ -42,7 +43,7 @@ struct Args {
   std::string config, optimizer = "adamw", device = "cuda", autocast = "bfloat16", ref_dtype = "bfloat16", out;
   int64_t latent = 64, pairs = 8, ctx_len = 77;
   bool checkpointing = false, channels_last = false;
-  int warmup = 3, steps = 10;
+  int warmup = 3, steps = 10, profile_steps = 2;
 };
 
 Args parse(int argc, char** argv) {
@@ -65,7 +66,7 @@ Args parse(int argc, char** argv) {
   take("config", a.config); take("optimizer", a.optimizer); take("device", a.device); take("autocast", a.autocast);
   take("ref-dtype", a.ref_dtype); take("out", a.out); take("latent", a.latent); take("pairs", a.pairs);
   take("ctx-len", a.ctx_len); take("checkpointing", a.checkpointing); take("channels-last", a.channels_last);
-  take("warmup", a.warmup); take("steps", a.steps);
+  take("warmup", a.warmup); take("steps", a.steps); take("profile-steps", a.profile_steps);
   if (!kv.empty()) throw std::invalid_argument("unknown option --" + kv.begin()->first);
   if (a.config.empty()) throw std::invalid_argument("--config is required");
   return a;
@@ -183,13 +184,40 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
 
+  // Where a step's time goes: a few more steps with a device sync between the phases (kept out of the
+  // timed steps above, whose phases overlap on the device as in training). Median per phase.
+  std::map<std::string, std::vector<double>> phases;
+  for (int i = 0; i < a.profile_steps; ++i) {
+    const DpoBatch batch = make_batch();
+    sync(device);
+    auto mark = Clock::now();
+    auto lap = [&](const char* name) {
+      sync(device);
+      const auto now = Clock::now();
+      phases[name].push_back(std::chrono::duration<double>(now - mark).count());
+      mark = now;
+    };
+    optimizer->zero_grad();
+    step.train(batch, 1.0 / static_cast<double>(pairs), a.warmup + a.steps + i, static_cast<uint64_t>(pairs));
+    lap("forward_backward");
+    if (a.optimizer == "adamw") optim::clip_grad_norm(params, 1.0);
+    lap("grad_clip");
+    optimizer->step();
+    lap("optimizer");
+  }
+  nlohmann::json phase_s = nlohmann::json::object();
+  for (auto& [name, v] : phases) {
+    std::sort(v.begin(), v.end());
+    phase_s[name] = v[v.size() / 2];
+  }
+
   nlohmann::json out{{"impl", "prefdiff"}, {"device", device.str()}, {"pairs", pairs}, {"images_per_step", 2 * pairs},
                      {"latent", a.latent}, {"ctx_len", a.ctx_len}, {"optimizer", a.optimizer},
                      {"checkpointing", a.checkpointing}, {"channels_last", a.channels_last},
                      {"autocast", a.autocast}, {"ref_dtype", a.ref_dtype}, {"parameters", n_params},
                      {"build_s", build_s}, {"step_times_s", times}, {"median_step_s", median},
                      {"pairs_per_s", static_cast<double>(pairs) / median}, {"last_loss", last_loss},
-                     {"last_grad_norm", last_norm}, {"threads", at::get_num_threads()}};
+                     {"last_grad_norm", last_norm}, {"threads", at::get_num_threads()}, {"phase_s", phase_s}};
 #ifdef PREFDIFF_WITH_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(di);

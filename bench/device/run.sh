@@ -8,13 +8,13 @@
 #                                        bench/device/carry); bounded by --budget seconds (default 560)
 #   bench/device/run.sh --cpu --tiny     the whole pipeline on the CPU with the tiny golden configs
 #
-# Options: --cpu, --tiny, --budget S, --cases sd15,sdxl, --skip-golden, --skip-bench, --jobs N.
+# Options: --cpu, --tiny, --budget S, --cases sd15,sdxl, --skip-golden, --skip-bench, --build-only, --jobs N.
 # Every phase has its own timeout inside the budget; a failed or timed-out phase is reported (ERROR lines,
 # *.err in details.tar.gz) and makes the script exit non-zero, but later phases still run so that one call
 # returns as many numbers as it can. A failed build stops the script.
 set -Eeuo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-cpu=0 tiny=0 budget="" cases="" skip_golden=0 skip_bench=0 jobs="$(nproc)"
+cpu=0 tiny=0 budget="" cases="" skip_golden=0 skip_bench=0 build_only=0 jobs="$(nproc)"
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) cpu=1 ;;
@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
     --cases) cases="$2"; shift ;;
     --skip-golden) skip_golden=1 ;;
     --skip-bench) skip_bench=1 ;;
+    --build-only) build_only=1 ;;
     --jobs) jobs="$2"; shift ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
@@ -150,7 +151,9 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   command -v ccache >/dev/null && cfg+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   phase configure 120 cmake "${cfg[@]}" || finish 1
 fi
-phase build 420 cmake --build "$build" -j "$jobs" --target test_unet_golden test_dpo_step_golden dpo_step_bench || finish 1
+# -k 0: one call reports every translation unit that fails against this machine's LibTorch, not just the first.
+phase build 420 cmake --build "$build" -j "$jobs" --target test_unet_golden test_dpo_step_golden dpo_step_bench -- -k 0 || finish 1
+[ "$build_only" = 1 ] && finish 0
 
 # ---- Golden tests on the device: float32 (README tolerances, TF32 off) and bfloat16 autocast.
 if [ "$skip_golden" = 0 ]; then
@@ -181,8 +184,9 @@ if [ "$skip_bench" = 0 ]; then
     mm=(--n 8192 --dtype bfloat16)
   fi
   phase matmul 60 "${bench_py[@]}" matmul --device "$device" "${mm[@]}" --out "$parts/matmul.json" || true
-  # Per case: FLOPs (committed count when its config matches, else counted now), prefdiff, then (a) and (b).
-  for impl in flops prefdiff official unet; do
+  # Per case: FLOPs (committed count when its config matches, else counted now), prefdiff, prefdiff with
+  # channels-last activations and weights (the NHWC convolution kernels), then (a) and (b).
+  for impl in flops prefdiff prefdiff_cl official unet; do
     for s in "${specs[@]}"; do
       read -r name config latent pairs optim ckpt vae ctx warm steps <<<"$s"
       [ -n "$cases" ] && [[ ",$cases," != *",${name#tiny_},"* ]] && continue
@@ -194,11 +198,12 @@ if [ "$skip_bench" = 0 ]; then
           else
             phase "flops_$name" 180 "${bench_py[@]}" flops --config "$config" --latent "$latent" --ctx-len "$ctx" --out "$parts/flops_$name.json" || true
           fi ;;
-        prefdiff)
+        prefdiff|prefdiff_cl)
           t=150; [ "$tiny" = 0 ] && [ "$name" = sd15 ] && t=100
-          phase "prefdiff_$name" "$t" "$build/bin/dpo_step_bench" --config "$config" --latent "$latent" --pairs "$pairs" \
-            --optimizer "$optim" --checkpointing "$ckpt" --device "$device" --ctx-len "$ctx" --warmup "$warm" --ref-dtype "$wdt" \
-            --steps "$steps" --out "$parts/prefdiff_$name.json" || true ;;
+          cl=0; [ "$impl" = prefdiff_cl ] && cl=1
+          phase "${impl}_$name" "$t" "$build/bin/dpo_step_bench" --config "$config" --latent "$latent" --pairs "$pairs" \
+            --optimizer "$optim" --checkpointing "$ckpt" --channels-last "$cl" --device "$device" --ctx-len "$ctx" \
+            --warmup "$warm" --ref-dtype "$wdt" --steps "$steps" --out "$parts/${impl}_$name.json" || true ;;
         official|unet)
           t=150; [ "$tiny" = 0 ] && [ "$name" = sd15 ] && t=100
           phase "${impl}_$name" "$t" "${bench_py[@]}" baseline --mode "$impl" --config "$config" --vae-config "$vae" --weight-dtype "$wdt" \
