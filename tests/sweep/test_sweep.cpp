@@ -212,6 +212,15 @@ run.seed = 3
       "[sweep]\nrecipe = \"r.toml\"\n[[sweep.variant]]\nname = \"r\"\nset = { \"objective.eps\" = \"${noise.rat}\" }\n");
   EXPECT_NE(ref.find("'noise.rat' is not set"), std::string::npos) << ref;
   EXPECT_NE(parse_error("[sweep]\nname = \"x\"\n").find("recipe is missing"), std::string::npos);
+  // [[sweep.compare]] names variants that exist, and two different ones.
+  const std::string cmp = parse_error(std::string(kSweep) +
+                                      "[[sweep.compare]]\nvariant = \"rdp\"\nagainst = \"dpo\"\n"
+                                      "[[sweep.compare]]\nvariant = \"dpo\"\nagainst = \"dpo\"\n"
+                                      "[[sweep.compare]]\nvariant = \"rdpo\"\nversus = \"dpo\"\n");
+  EXPECT_NE(cmp.find("[[sweep.compare]] variant = 'rdp' is not a variant; did you mean 'rdpo'?"), std::string::npos) << cmp;
+  EXPECT_NE(cmp.find("compares 'dpo' with itself"), std::string::npos) << cmp;
+  EXPECT_NE(cmp.find("unknown key 'versus'"), std::string::npos) << cmp;
+  EXPECT_NE(cmp.find("[[sweep.compare]] needs against"), std::string::npos) << cmp;
   EXPECT_NE(parse_error("[sweep\n").find("s.toml:1"), std::string::npos);
 }
 
@@ -577,5 +586,40 @@ TEST(SweepSlurm, ArrayScriptRunsTheSameCommandsAndResumes) {
   EXPECT_NE(read(dir / "calls.txt").find("--resume latest"), std::string::npos);
   // An out-of-range task is refused.
   EXPECT_NE(std::system(("SLURM_ARRAY_TASK_ID=12 bash " + file.string() + " > /dev/null 2>&1").c_str()), 0);
+  fs::remove_all(dir);
+}
+
+// [[sweep.compare]]: one more paired table, here dpo minus rdpo, in results.md and comparisons.csv.
+TEST(SweepReport, CompareTablesPairAnyTwoVariants) {
+  const fs::path dir = temp_dir("compare");
+  const SweepSpec spec = parse(std::string(kSweep) + "[[sweep.compare]]\nvariant = \"dpo\"\nagainst = \"rdpo\"\n", dir);
+  ASSERT_EQ(spec.comparisons.size(), 1u);
+  const std::vector<Job> jobs = expand(spec);
+  write_plan(spec, jobs);
+  for (const Job& j : jobs) {
+    const double rate = j.values[0].value.get<double>();
+    const int seed = j.values[1].value.get<int>();
+    if (j.name == "rdpo__noise.rate-0.2__run.seed-2") continue;  // missing: that seed has no pair
+    const double w = (j.variant == "dpo" ? 0.70 : 0.72) - rate * (j.variant == "dpo" ? 0.5 : 0.2) + 0.01 * seed;
+    fabricate_eval(spec.output_dir / "runs" / j.name, w, w / 100, 1.0, 0.6);
+  }
+  ReportOptions options;
+  options.resamples = 500;
+  options.plots = false;
+  write_report(spec.output_dir, options);
+  const auto csv = read_csv(spec.output_dir / "comparisons.csv");
+  ASSERT_EQ(csv.size(), 3u);  // header + dpo at two rates
+  const auto& h = csv[0];
+  auto col = [&](const std::string& name) { return static_cast<size_t>(std::find(h.begin(), h.end(), name) - h.begin()); };
+  ASSERT_LT(col("win_rate_diff_hi95"), h.size());
+  EXPECT_EQ(csv[1][col("variant")], "dpo");
+  EXPECT_EQ(csv[1][col("against")], "rdpo");
+  EXPECT_EQ(csv[1][col("pairs")], "3");
+  EXPECT_NEAR(std::stod(csv[1][col("win_rate_diff")]), -0.02, 1e-12);
+  EXPECT_EQ(csv[2][col("pairs")], "2");
+  EXPECT_NEAR(std::stod(csv[2][col("win_rate_diff")]), -0.08, 1e-12);
+  const std::string md = read(spec.output_dir / "results.md");
+  EXPECT_NE(md.find("## `dpo` against `rdpo`, paired by seed"), std::string::npos) << md;
+  EXPECT_NE(md.find("| dpo | 0.2 | 2 | -0.080 [-0.080, -0.080] |"), std::string::npos) << md;
   fs::remove_all(dir);
 }

@@ -132,6 +132,37 @@ std::map<int64_t, std::pair<double, double>> read_curve(const fs::path& metrics)
   return out;
 }
 
+// One group against another variant at the same non-seed values, seed by seed: per metric the mean paired
+// difference and its bootstrap interval. No partner group (or no common seed): pairs = 0, NaNs.
+struct Paired {
+  size_t pairs = 0;
+  std::vector<double> diff, lo, hi;
+};
+
+Paired paired_against(const std::vector<Group>& groups, const std::vector<JobRow>& rows, const Group& group,
+                      const std::string& against, const std::vector<MetricSpec>& metrics, const ReportOptions& options) {
+  const Group* base = nullptr;
+  for (const Group& b : groups)
+    if (b.variant == against && b.identity == group.identity) base = &b;
+  Paired p;
+  for (const MetricSpec& m : metrics) {
+    std::vector<double> d;
+    for (size_t i : group.rows) {
+      const double v = metric(rows[i], m.eval_key);
+      if (base == nullptr || !std::isfinite(v)) continue;
+      for (size_t k : base->rows)
+        if (rows[k].seed == rows[i].seed && std::isfinite(metric(rows[k], m.eval_key)))
+          d.push_back(v - metric(rows[k], m.eval_key));
+    }
+    p.pairs = std::max(p.pairs, d.size());
+    const Interval ci = bootstrap_mean_interval(d, 0.95, options.resamples, options.seed);
+    p.diff.push_back(mean(d));
+    p.lo.push_back(ci.lo);
+    p.hi.push_back(ci.hi);
+  }
+  return p;
+}
+
 }  // namespace
 
 const std::vector<MetricSpec>& report_metrics() {
@@ -237,36 +268,25 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
 
   // Per group: mean and SE over seeds; against the baseline: paired differences by seed.
   struct Summary {
-    size_t n = 0, pairs = 0;
-    std::vector<double> mean, se, diff, lo, hi;
+    size_t n = 0;
+    std::vector<double> mean, se;
+    Paired vs_baseline;
   };
   std::vector<Summary> summaries(groups.size());
   for (size_t g = 0; g < groups.size(); ++g) {
     Summary& s = summaries[g];
-    const Group* base = nullptr;
-    if (has_baseline && groups[g].variant != baseline)
-      for (const Group& b : groups)
-        if (b.variant == baseline && b.identity == groups[g].identity) base = &b;
     for (const MetricSpec& m : metrics) {
-      std::vector<double> x, d;
-      for (size_t i : groups[g].rows) {
-        const double v = metric(rows[i], m.eval_key);
-        if (!std::isfinite(v)) continue;
-        x.push_back(v);
-        if (base == nullptr) continue;
-        for (size_t k : base->rows)
-          if (rows[k].seed == rows[i].seed && std::isfinite(metric(rows[k], m.eval_key)))
-            d.push_back(v - metric(rows[k], m.eval_key));
-      }
+      std::vector<double> x;
+      for (size_t i : groups[g].rows)
+        if (const double v = metric(rows[i], m.eval_key); std::isfinite(v)) x.push_back(v);
       s.n = std::max(s.n, x.size());
-      s.pairs = std::max(s.pairs, d.size());
       s.mean.push_back(mean(x));
       s.se.push_back(standard_error(x));
-      const Interval ci = bootstrap_mean_interval(d, 0.95, options.resamples, options.seed);
-      s.diff.push_back(mean(d));
-      s.lo.push_back(ci.lo);
-      s.hi.push_back(ci.hi);
     }
+    if (has_baseline && groups[g].variant != baseline)
+      s.vs_baseline = paired_against(groups, rows, groups[g], baseline, metrics, options);
+    else  // the baseline itself: empty cells
+      s.vs_baseline.diff = s.vs_baseline.lo = s.vs_baseline.hi = std::vector<double>(metrics.size(), NAN);
   }
 
   // results.csv: one row per group.
@@ -287,8 +307,9 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
       for (const Setting& v : groups[g].values) f.push_back(format_value(v.value));
       f.push_back(std::to_string(s.n));
       for (size_t m = 0; m < metrics.size(); ++m) f.insert(f.end(), {number(s.mean[m]), number(s.se[m])});
-      f.push_back(std::to_string(s.pairs));
-      for (size_t m = 0; m < metrics.size(); ++m) f.insert(f.end(), {number(s.diff[m]), number(s.lo[m]), number(s.hi[m])});
+      const Paired& p = s.vs_baseline;
+      f.push_back(std::to_string(p.pairs));
+      for (size_t m = 0; m < metrics.size(); ++m) f.insert(f.end(), {number(p.diff[m]), number(p.lo[m]), number(p.hi[m])});
       csv += csv_line(f);
     }
     run::atomic_write_file(dir / "results.csv", csv);
@@ -320,31 +341,70 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
   }
   result.summary_table = table.str();
 
-  std::ostringstream paired;
-  if (has_baseline && groups.size() > 1) {
-    paired << "| variant | ";
-    for (const std::string& k : keys) paired << k << " | ";
-    paired << "pairs |";
-    for (const MetricSpec& m : metrics) paired << " Δ " << m.title << " |";
-    paired << "\n|---|";
-    for (size_t k = 0; k < keys.size(); ++k) paired << "---|";
-    paired << "---|";
-    for (size_t m = 0; m < metrics.size(); ++m) paired << "---|";
-    paired << "\n";
-    for (size_t g = 0; g < groups.size(); ++g) {
-      if (groups[g].variant == baseline) continue;
-      const Summary& s = summaries[g];
-      paired << "| " << groups[g].variant << " | ";
-      for (const Setting& v : groups[g].values) paired << format_value(v.value) << " | ";
-      paired << s.pairs << " |";
+  // A paired-difference table: one row per (group, differences against its partner).
+  auto paired_table = [&](const std::vector<std::pair<size_t, Paired>>& entries) {
+    std::ostringstream t;
+    t << "| variant | ";
+    for (const std::string& k : keys) t << k << " | ";
+    t << "pairs |";
+    for (const MetricSpec& m : metrics) t << " Δ " << m.title << " |";
+    t << "\n|---|";
+    for (size_t k = 0; k < keys.size(); ++k) t << "---|";
+    t << "---|";
+    for (size_t m = 0; m < metrics.size(); ++m) t << "---|";
+    t << "\n";
+    for (const auto& [g, p] : entries) {
+      t << "| " << groups[g].variant << " | ";
+      for (const Setting& v : groups[g].values) t << format_value(v.value) << " | ";
+      t << p.pairs << " |";
       for (size_t m = 0; m < metrics.size(); ++m) {
         const int d = digits_for(metrics[m].column);
-        paired << " " << signed_fixed(s.diff[m], d);
-        if (std::isfinite(s.lo[m])) paired << " [" << signed_fixed(s.lo[m], d) << ", " << signed_fixed(s.hi[m], d) << "]";
-        paired << " |";
+        t << " " << signed_fixed(p.diff[m], d);
+        if (std::isfinite(p.lo[m])) t << " [" << signed_fixed(p.lo[m], d) << ", " << signed_fixed(p.hi[m], d) << "]";
+        t << " |";
       }
-      paired << "\n";
+      t << "\n";
     }
+    return t.str();
+  };
+  std::string paired;
+  if (has_baseline && groups.size() > 1) {
+    std::vector<std::pair<size_t, Paired>> entries;
+    for (size_t g = 0; g < groups.size(); ++g)
+      if (groups[g].variant != baseline) entries.emplace_back(g, summaries[g].vs_baseline);
+    paired = paired_table(entries);
+  }
+  // [[sweep.compare]]: each listed variant against its partner; rows also in comparisons.csv.
+  std::ostringstream comparisons_md;
+  std::string comparisons_csv;
+  if (plan->contains("comparisons") && !(*plan)["comparisons"].empty()) {
+    std::vector<std::string> header = {"variant", "against"};
+    header.insert(header.end(), keys.begin(), keys.end());
+    header.push_back("pairs");
+    for (const MetricSpec& m : metrics) {
+      const std::string c = std::string(m.column) + "_diff";
+      header.insert(header.end(), {c, c + "_lo95", c + "_hi95"});
+    }
+    comparisons_csv = csv_line(header);
+    for (const auto& c : (*plan)["comparisons"]) {
+      const std::string variant = c.value("variant", ""), against = c.value("against", "");
+      std::vector<std::pair<size_t, Paired>> entries;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        if (groups[g].variant != variant) continue;
+        entries.emplace_back(g, paired_against(groups, rows, groups[g], against, metrics, options));
+        const Paired& p = entries.back().second;
+        std::vector<std::string> f = {variant, against};
+        for (const Setting& v : groups[g].values) f.push_back(format_value(v.value));
+        f.push_back(std::to_string(p.pairs));
+        for (size_t m = 0; m < metrics.size(); ++m) f.insert(f.end(), {number(p.diff[m]), number(p.lo[m]), number(p.hi[m])});
+        comparisons_csv += csv_line(f);
+      }
+      comparisons_md << "## `" << variant << "` against `" << against << "`, paired by seed\n\n"
+                     << "`" << variant << "` minus `" << against << "` at the same grid values and seed (intervals as "
+                     << "above).\n\n"
+                     << paired_table(entries) << "\n";
+    }
+    run::atomic_write_file(dir / "comparisons.csv", comparisons_csv);
   }
 
   std::ostringstream problems;
@@ -514,12 +574,13 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
        << fixed(metric(*any, "mode_entropy/max"), 3) << ")";
   md << "; lower than the reference means mode collapse. Implicit accuracy: fraction of the clean held-out pairs "
         "(oracle labels, never flipped) whose implicit DPO margin ranks the winner first.\n\n";
-  if (!paired.str().empty())
+  if (!paired.empty())
     md << "## Against `" << baseline << "`, paired by seed\n\n"
        << "Each variant minus `" << baseline << "` at the same grid values and seed: mean difference [95% percentile "
        << "bootstrap interval over the paired differences, " << options.resamples << " resamples, seed " << options.seed
        << "]. With few seeds the interval is coarse (with n pairs it can take at most n^n values).\n\n"
-       << paired.str() << "\n";
+       << paired << "\n";
+  md << comparisons_md.str();
   if (!result.plots.empty() || !scripts.empty()) {
     md << "## Plots\n\n";
     for (const std::string& s : scripts) {
@@ -529,8 +590,9 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
     if (!result.plot_note.empty()) md << result.plot_note << "\n\n";
   }
   if (!result.problems.empty()) md << "## Failed and unfinished jobs\n\n" << result.problems << "\n";
-  md << "Files: `results.csv` (this table with the paired differences), `jobs.csv` (one row per job), `runs/<job>/` "
-        "(each run folder with its `eval.json`), `logs/<job>.log`.\n";
+  md << "Files: `results.csv` (this table with the paired differences), "
+     << (comparisons_csv.empty() ? "" : "`comparisons.csv` (the [[sweep.compare]] tables), ")
+     << "`jobs.csv` (one row per job), `runs/<job>/` (each run folder with its `eval.json`), `logs/<job>.log`.\n";
   run::atomic_write_file(dir / "results.md", md.str());
   return result;
 }

@@ -169,7 +169,8 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
   check_known(root, {"sweep"}, "top level:", file, problems);
   const toml::table* sweep = root["sweep"].as_table();
   if (sweep == nullptr) throw SweepError(file.string() + ": no [sweep] table; HINT: see docs/sweeps.md for the format");
-  check_known(*sweep, {"name", "recipe", "output_dir", "baseline", "seed_key", "x_key", "threads", "set", "eval", "variant", "grid"},
+  check_known(*sweep, {"name", "recipe", "output_dir", "baseline", "seed_key", "x_key", "threads", "set", "eval", "variant", "grid",
+                       "compare"},
               "[sweep]", file, problems);
 
   auto string_key = [&](const char* key, std::string& out) {
@@ -290,6 +291,32 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
     if (!found && sweep->get("baseline") != nullptr)
       problems.push_back(file.string() + ": [sweep] baseline = '" + spec.baseline + "' is not a variant" +
                          did_you_mean(spec.baseline, names));
+  }
+  if (const toml::node* n = sweep->get("compare")) {
+    const toml::array* list = n->as_array();
+    if (list == nullptr || !list->is_array_of_tables()) {
+      problems.push_back(where(*n, file) + ": [sweep] compare: expected [[sweep.compare]] tables with variant = \"...\" "
+                                           "and against = \"...\"");
+    } else {
+      std::vector<std::string> names;
+      for (const Variant& v : spec.variants) names.push_back(v.name);
+      for (const toml::node& item : *list) {
+        const toml::table& t = *item.as_table();
+        check_known(t, {"variant", "against"}, "[[sweep.compare]]", file, problems);
+        Comparison c;
+        for (auto [key, out] : {std::pair<const char*, std::string*>{"variant", &c.variant}, {"against", &c.against}}) {
+          if (auto v = t[key].as_string()) *out = v->get();
+          if (out->empty())
+            problems.push_back(where(item, file) + ": [[sweep.compare]] needs " + key + " = \"<variant name>\"");
+          else if (std::find(names.begin(), names.end(), *out) == names.end())
+            problems.push_back(where(item, file) + ": [[sweep.compare]] " + key + " = '" + *out + "' is not a variant" +
+                               did_you_mean(*out, names));
+        }
+        if (!c.variant.empty() && c.variant == c.against)
+          problems.push_back(where(item, file) + ": [[sweep.compare]] compares '" + c.variant + "' with itself");
+        spec.comparisons.push_back(std::move(c));
+      }
+    }
   }
   if (spec.x_key.empty()) {
     for (const GridAxis& a : spec.grid)
@@ -439,6 +466,8 @@ nlohmann::json plan_json(const SweepSpec& spec, const std::vector<Job>& jobs) {
   for (const GridAxis& a : spec.grid) plan["grid"].push_back({{"key", a.key}, {"values", a.values}});
   plan["variants"] = nlohmann::json::array();
   for (const Variant& v : spec.variants) plan["variants"].push_back(v.name);
+  plan["comparisons"] = nlohmann::json::array();
+  for (const Comparison& c : spec.comparisons) plan["comparisons"].push_back({{"variant", c.variant}, {"against", c.against}});
   plan["eval"] = nlohmann::json::object();
   for (const Setting& s : spec.eval) plan["eval"][s.key] = s.value;
   plan["jobs"] = nlohmann::json::array();

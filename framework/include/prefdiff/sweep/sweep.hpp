@@ -38,6 +38,13 @@ struct GridAxis {
   std::vector<nlohmann::json> values;
 };
 
+// [[sweep.compare]]: one more paired table in the report, `variant` minus `against` by seed (an ablation
+// inside the sweep, e.g. alpha-DPO per-sample against batch-mean), besides every variant against the baseline.
+struct Comparison {
+  std::string variant;
+  std::string against;
+};
+
 struct SweepSpec {
   std::filesystem::path file;        // the sweep file (absolute)
   std::string name;                  // [sweep] name, default: the file's stem
@@ -51,6 +58,7 @@ struct SweepSpec {
   std::vector<Setting> eval;         // [sweep.eval]: `prefdiff eval` settings
   std::vector<Variant> variants;     // [[sweep.variant]]; empty = one unnamed variant
   std::vector<GridAxis> grid;        // [sweep.grid], in file order
+  std::vector<Comparison> comparisons;  // [[sweep.compare]]
 
   // Parses and checks a sweep file. Throws SweepError listing every problem.
   static SweepSpec load(const std::filesystem::path& file, const std::filesystem::path& output_override = {});
