@@ -83,7 +83,11 @@ std::vector<SectionSpec> build() {
                 positive(key("adafactor_eps2", V::Float, 1e-3, "Adafactor parameter-scale floor.")),
                 positive(key("adafactor_clip_threshold", V::Float, 1.0, "Adafactor update clipping threshold.")),
                 ranged(key("adafactor_decay_rate", V::Float, -0.8, "Adafactor second-moment decay exponent."), -1, 0,
-                       PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX)},
+                       PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX),
+                one_of(key("multi_tensor", V::String, "auto",
+                           "Update many parameters per kernel (fused AdamW, Adafactor batched by shape): auto = on "
+                           "CUDA, off on the CPU (bit-exact with earlier CPU runs); on/off force it. Same update."),
+                       {"auto", "on", "off"})},
                std::nullopt, false});
   s.push_back({"schedule", "Learning-rate schedule.",
                {one_of(key("name", V::String, "constant_with_warmup", "Schedule shape."),

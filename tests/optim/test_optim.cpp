@@ -139,18 +139,12 @@ void run_steps(Optimizer& opt, NamedTensors& params, const LrSchedule& sched, in
   }
 }
 
-// fused: AdamW's path (unset: the recipe's default, which on the CPU is LibTorch's per-tensor loop).
-void check_resume(const std::string& name, at::ScalarType dtype, std::optional<bool> fused = std::nullopt) {
+// multi_tensor: the recipe's [optim] multi_tensor ("auto": on the CPU, the per-tensor loops).
+void check_resume(const std::string& name, at::ScalarType dtype, const std::string& multi_tensor = "auto") {
   const int64_t N = 9, K = 4;
   const LrSchedule sched(ScheduleKind::kCosine, 5e-2, 3, N, 0.1);
-  const nlohmann::json section = {{"name", name}, {"lr", 5e-2}};
-  auto build_optimizer = [&](const NamedTensors& params) {
-    if (!fused) return prefdiff::optim::make_optimizer(section, params);
-    AdamWOptions o;
-    o.lr = 5e-2;
-    o.fused = fused;
-    return make_adamw(params, o);
-  };
+  const nlohmann::json section = {{"name", name}, {"lr", 5e-2}, {"multi_tensor", multi_tensor}};
+  auto build_optimizer = [&](const NamedTensors& params) { return make_optimizer(section, params); };
 
   NamedTensors straight = make_params(dtype);
   auto a = build_optimizer(straight);
@@ -187,7 +181,49 @@ void check_resume(const std::string& name, at::ScalarType dtype, std::optional<b
 }
 
 TEST(Resume, AdamWBitIdentical) { check_resume("adamw", at::kFloat); }
-TEST(Resume, FusedAdamWBitIdentical) { check_resume("adamw", at::kFloat, true); }
+TEST(Resume, FusedAdamWBitIdentical) { check_resume("adamw", at::kFloat, "on"); }
+TEST(Resume, BatchedAdafactorBitIdentical) { check_resume("adafactor", at::kFloat, "on"); }
+TEST(Resume, BatchedAdafactorBf16ParamsBitIdentical) { check_resume("adafactor", at::kBFloat16, "on"); }
+
+// Adafactor batched by shape computes the loop's update: two parameters of one shape (one group), a 1-D
+// one, a 4-D one, one that starts late (its own step count, so its own group), in float32 and bf16.
+TEST(Adafactor, BatchedMatchesPerTensorLoop) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const LrSchedule sched(ScheduleKind::kCosine, 5e-2, 3, 9, 0.1);
+    auto params_with_twin = [&] {
+      NamedTensors p = make_params(dtype);
+      p.push_back({"twin.weight", (at::randn({4, 6}) * 0.5).to(dtype).requires_grad_(true)});  // shape of down.weight
+      return p;
+    };
+    NamedTensors loop = params_with_twin(), batched = params_with_twin();
+    const NamedTensors start = params_with_twin();
+    AdafactorOptions o;
+    o.lr = 5e-2;
+    o.batched = false;
+    auto a = make_adafactor(loop, o);
+    o.batched = true;
+    auto b = make_adafactor(batched, o);
+    ASSERT_FALSE(a->multi_tensor());
+    ASSERT_TRUE(b->multi_tensor());
+    run_steps(*a, loop, sched, 0, 9);
+    run_steps(*b, batched, sched, 0, 9);
+    for (size_t i = 0; i < loop.size(); ++i) {
+      const at::Tensor x = loop[i].second.to(at::kDouble), y = batched[i].second.to(at::kDouble);
+      const double err = (x - y).abs().max().item<double>(), scale = x.abs().max().item<double>();
+      std::cout << "[ adafactor batched vs loop, " << c10::toString(dtype) << " ] " << loop[i].first << " max |dp| "
+                << err << " of " << scale << "\n";
+      // float32: reduction order only; bf16 parameters: at most one bf16 rounding step apart.
+      EXPECT_LE(err, (dtype == at::kFloat ? 1e-6 : 8e-3) * scale) << loop[i].first;
+      EXPECT_FALSE(at::equal(loop[i].second, start[i].second)) << "the parameter moved: " << loop[i].first;
+    }
+    auto sa = a->state(), sb = b->state();
+    ASSERT_EQ(sa.size(), sb.size());
+    for (size_t i = 0; i < sa.size(); ++i) {
+      EXPECT_EQ(sa[i].first, sb[i].first);
+      EXPECT_TRUE(at::allclose(sa[i].second.to(at::kDouble), sb[i].second.to(at::kDouble), 1e-5, 1e-12)) << sa[i].first;
+    }
+  }
+}
 
 // The fused multi-tensor kernel (the CUDA default; ATen has it for the CPU too) and LibTorch's per-tensor
 // loop compute the same update: one parameter starts late, so per-parameter step counts differ.
@@ -200,6 +236,8 @@ TEST(AdamW, FusedKernelMatchesPerTensorLoop) {
   auto a = make_adamw(loop, o);
   o.fused = true;
   auto b = make_adamw(fused, o);
+  ASSERT_FALSE(a->multi_tensor());
+  ASSERT_TRUE(b->multi_tensor());
   run_steps(*a, loop, sched, 0, 9);
   run_steps(*b, fused, sched, 0, 9);
   for (size_t i = 0; i < loop.size(); ++i) {
@@ -461,6 +499,14 @@ TEST(Factory, FromRecipeSection) {
   expect_throw_containing([&] { make_optimizer({{"name", "adafactor"}, {"adafactor_decay_rate", 0.5}}, params); },
                           {"optim.adafactor_decay_rate = 0.5", "in [-1, 0]"});
   expect_throw_containing([&] { make_optimizer({{"lr", "fast"}}, params); }, {"optim.lr must be a number"});
+  // multi_tensor: auto = the per-tensor loops on the CPU; on/off force it; anything else is named.
+  EXPECT_FALSE(d->multi_tensor());
+  EXPECT_FALSE(a->multi_tensor());
+  EXPECT_TRUE(make_optimizer({{"multi_tensor", "on"}}, params)->multi_tensor());
+  EXPECT_TRUE(make_optimizer({{"name", "adafactor"}, {"multi_tensor", "on"}}, params)->multi_tensor());
+  EXPECT_FALSE(make_optimizer({{"name", "adafactor"}, {"multi_tensor", "off"}}, params)->multi_tensor());
+  expect_throw_containing([&] { make_optimizer({{"multi_tensor", "yes"}}, params); },
+                          {"optim.multi_tensor = \"yes\" is not one of"});
 }
 
 }  // namespace

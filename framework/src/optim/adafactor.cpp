@@ -13,9 +13,15 @@
 #include "state_io.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_copy.h>
+#include <ATen/ops/_foreach_sub.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <tuple>
 
 namespace prefdiff::optim {
 namespace {
@@ -48,10 +54,17 @@ class Adafactor final : public Optimizer {
       params_.push_back(p);
     }
     states_.resize(params_.size());
+    batched_ = o.batched.value_or(!params_.empty() && std::all_of(params_.begin(), params_.end(), [](const at::Tensor& p) {
+      return p.is_cuda();
+    }));
   }
 
   void step() override {
     c10::NoGradGuard no_grad;
+    if (batched_) {
+      batched_step();
+      return;
+    }
     for (size_t i = 0; i < params_.size(); ++i) {
       at::Tensor& p = params_[i];
       const at::Tensor& grad = p.grad();
@@ -98,6 +111,7 @@ class Adafactor final : public Optimizer {
   void set_lr(double lr) override { options_.lr = lr; }
   double lr() const override { return options_.lr; }
   std::string name() const override { return "adafactor"; }
+  bool multi_tensor() const override { return batched_; }
 
   NamedTensors state() const override {
     NamedTensors out;
@@ -147,6 +161,86 @@ class Adafactor final : public Optimizer {
   }
 
  private:
+  // The same update as the loop in step(), for parameters grouped by (shape, dtype, device, step): each
+  // group's gradients and states are stacked into one tensor with a leading group dimension, updated with
+  // the same operations, and written back with multi-tensor copies. Reductions (row/column means, the RMS)
+  // run per parameter along the stacked dimensions, so results match the loop to rounding order.
+  void batched_step() {
+    std::map<std::tuple<std::vector<int64_t>, int, std::string, int64_t>, std::vector<size_t>> groups;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const at::Tensor& p = params_[i];
+      if (!p.grad().defined()) continue;
+      if (p.grad().is_sparse())
+        throw OptimError("adafactor: parameter '" + names_[i] + "' has a sparse gradient; Adafactor needs dense gradients");
+      FactorState& s = states_[i];
+      if (!(p.dim() >= 2 ? s.row.defined() : s.full.defined())) init_state(s, p);
+      s.step += 1;
+      groups[{p.sizes().vec(), static_cast<int>(p.scalar_type()), p.device().str(), s.step}].push_back(i);
+    }
+    constexpr int64_t kChunkElements = int64_t{1} << 26;  // bounds the stacked copies' memory (256 MB in float32)
+    for (const auto& [key, members] : groups) {
+      const int64_t numel = std::max<int64_t>(params_[members.front()].numel(), 1);
+      const size_t per_chunk = static_cast<size_t>(std::max<int64_t>(1, kChunkElements / numel));
+      for (size_t start = 0; start < members.size(); start += per_chunk)
+        update_group(std::vector<size_t>(members.begin() + static_cast<std::ptrdiff_t>(start),
+                                         members.begin() + static_cast<std::ptrdiff_t>(std::min(members.size(), start + per_chunk))),
+                     std::get<3>(key));
+    }
+  }
+
+  void update_group(const std::vector<size_t>& members, int64_t step) {
+    const at::Tensor& first = params_[members.front()];
+    const at::ScalarType dt = compute_dtype(first);
+    const bool factored = first.dim() >= 2;
+    const int64_t k = static_cast<int64_t>(members.size());
+    std::vector<at::Tensor> grads, rows, cols, fulls, params;
+    for (size_t i : members) {
+      grads.push_back(params_[i].grad().to(dt));
+      params.push_back(params_[i]);
+      if (factored) {
+        rows.push_back(states_[i].row);
+        cols.push_back(states_[i].col);
+      } else {
+        fulls.push_back(states_[i].full);
+      }
+    }
+    const double beta2t = 1.0 - std::pow(static_cast<double>(step), options_.decay_rate);
+    const at::Tensor g = at::stack(grads);
+    grads.clear();
+    const at::Tensor g2 = g.square().add_(options_.eps1);
+    at::Tensor u;
+    if (factored) {
+      at::Tensor row = at::stack(rows), col = at::stack(cols);
+      row.mul_(beta2t).add_(g2.mean(-1), 1.0 - beta2t);
+      col.mul_(beta2t).add_(g2.mean(-2), 1.0 - beta2t);
+      at::_foreach_copy_(rows, row.unbind(0));
+      at::_foreach_copy_(cols, col.unbind(0));
+      const at::Tensor r_inv = (row / row.mean(-1, /*keepdim=*/true)).rsqrt_().unsqueeze(-1);
+      const at::Tensor c_inv = col.unsqueeze(-2).rsqrt();
+      u = r_inv.mul(c_inv).mul_(g);
+    } else {
+      at::Tensor full = at::stack(fulls);
+      full.mul_(beta2t).add_(g2, 1.0 - beta2t);
+      at::_foreach_copy_(fulls, full.unbind(0));
+      u = full.rsqrt().mul_(g);
+    }
+    // Per parameter: RMS over all but the stacked dimension.
+    std::vector<int64_t> per_param(static_cast<size_t>(u.dim()), 1);
+    per_param[0] = k;
+    const double count = static_cast<double>(first.numel());
+    const at::Tensor rms = at::linalg_vector_norm(u.reshape({k, -1}), 2, {1}) / std::sqrt(count);
+    u.div_((rms / options_.clip_threshold).clamp_min_(1.0).reshape(per_param));
+    u.mul_(options_.lr);
+
+    const bool same = first.scalar_type() == dt;
+    std::vector<at::Tensor> w = params;
+    if (!same)
+      for (auto& t : w) t = t.to(dt);
+    if (options_.weight_decay != 0.0) at::_foreach_add_(w, w, -options_.weight_decay * options_.lr);
+    at::_foreach_sub_(w, u.unbind(0));
+    if (!same) at::_foreach_copy_(params, w);
+  }
+
   static void init_state(FactorState& s, const at::Tensor& p) {
     const auto opts = p.options().dtype(compute_dtype(p));
     if (p.dim() >= 2) {
@@ -158,6 +252,7 @@ class Adafactor final : public Optimizer {
   }
 
   AdafactorOptions options_;
+  bool batched_ = false;
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_;
   std::vector<FactorState> states_;

@@ -49,6 +49,7 @@ class AdamW final : public Optimizer {
   }
   double lr() const override { return impl_->param_groups().front().options().get_lr(); }
   std::string name() const override { return "adamw"; }
+  bool multi_tensor() const override { return fused_; }
 
   NamedTensors state() const override {
     NamedTensors out;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 namespace prefdiff::optim {
@@ -98,8 +99,10 @@ std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& optim_section, c
   // Defaults: recipe_schema.cpp's [optim] table.
   SectionReader r(optim_section, "optim",
                   {"name", "lr", "beta1", "beta2", "weight_decay", "eps", "adafactor_eps1", "adafactor_eps2",
-                   "adafactor_clip_threshold", "adafactor_decay_rate"});
+                   "adafactor_clip_threshold", "adafactor_decay_rate", "multi_tensor"});
   const std::string name = r.choice("name", "adamw", {"adamw", "adafactor"});
+  const std::string multi = r.choice("multi_tensor", "auto", {"auto", "on", "off"});
+  const std::optional<bool> multi_tensor = multi == "auto" ? std::nullopt : std::optional<bool>(multi == "on");
   const double lr = r.number("lr", 2.048e-5);
   const double wd = r.number("weight_decay", 1e-2);
   r.require("lr", lr, lr > 0, "> 0");
@@ -111,6 +114,7 @@ std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& optim_section, c
     o.beta1 = r.number("beta1", 0.9);
     o.beta2 = r.number("beta2", 0.999);
     o.eps = r.number("eps", 1e-8);
+    o.fused = multi_tensor;
     r.require("beta1", o.beta1, o.beta1 >= 0 && o.beta1 < 1, "in [0, 1)");
     r.require("beta2", o.beta2, o.beta2 >= 0 && o.beta2 < 1, "in [0, 1)");
     r.require("eps", o.eps, o.eps > 0, "> 0");
@@ -124,6 +128,7 @@ std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& optim_section, c
   o.eps2 = r.number("adafactor_eps2", 1e-3);
   o.clip_threshold = r.number("adafactor_clip_threshold", 1.0);
   o.decay_rate = r.number("adafactor_decay_rate", -0.8);
+  o.batched = multi_tensor;
   r.require("adafactor_eps1", o.eps1, o.eps1 > 0, "> 0");
   r.require("adafactor_eps2", o.eps2, o.eps2 > 0, "> 0");
   r.require("adafactor_clip_threshold", o.clip_threshold, o.clip_threshold > 0, "> 0");

@@ -284,6 +284,7 @@ class Trainer {
     const auto named = policy_->named_parameters();
     for (const auto& [name, p] : named) parameters_.push_back(p);
     optimizer_ = optim::make_optimizer(recipe_.section("optim"), named);
+    say("optimizer: " + optimizer_->name() + (optimizer_->multi_tensor() ? ", multi-tensor update" : ", per-tensor update"));
     const long long steps = recipe_.section("train")["steps"].get<long long>();
     lr_schedule_ = std::make_unique<optim::LrSchedule>(
         optim::make_schedule(recipe_.section("schedule"), recipe_.section("optim")["lr"].get<double>(), steps));
