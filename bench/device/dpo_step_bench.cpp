@@ -7,7 +7,7 @@
 //   dpo_step_bench --config CONFIG_JSON --latent 64 --pairs 8 --optimizer adamw|adafactor
 //                  [--checkpointing 0|1] [--channels-last 0|1] [--device cuda|cpu] [--autocast bfloat16|none]
 //                  [--ref-dtype bfloat16|float32] [--ctx-len 77] [--warmup 3] [--steps 10] [--profile-steps 2]
-//                  [--out FILE.json]
+//                  [--multi-tensor auto|on|off] [--out FILE.json]
 //
 // On CUDA out-of-memory the case is retried with half the pairs (reported as "pairs" and "oom_retries").
 #include <sys/resource.h>
@@ -41,6 +41,7 @@ namespace {
 
 struct Args {
   std::string config, optimizer = "adamw", device = "cuda", autocast = "bfloat16", ref_dtype = "bfloat16", out;
+  std::string multi_tensor = "auto";  // [optim] multi_tensor
   int64_t latent = 64, pairs = 8, ctx_len = 77;
   bool checkpointing = false, channels_last = false;
   int warmup = 3, steps = 10, profile_steps = 2;
@@ -67,6 +68,7 @@ Args parse(int argc, char** argv) {
   take("ref-dtype", a.ref_dtype); take("out", a.out); take("latent", a.latent); take("pairs", a.pairs);
   take("ctx-len", a.ctx_len); take("checkpointing", a.checkpointing); take("channels-last", a.channels_last);
   take("warmup", a.warmup); take("steps", a.steps); take("profile-steps", a.profile_steps);
+  take("multi-tensor", a.multi_tensor);
   if (!kv.empty()) throw std::invalid_argument("unknown option --" + kv.begin()->first);
   if (a.config.empty()) throw std::invalid_argument("--config is required");
   return a;
@@ -128,7 +130,8 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
   }
   nlohmann::json optim{{"name", a.optimizer}, {"lr", 1e-8}, {"beta1", 0.9}, {"beta2", 0.999}, {"weight_decay", 1e-2},
                        {"eps", 1e-8}, {"adafactor_eps1", 1e-30}, {"adafactor_eps2", 1e-3},
-                       {"adafactor_clip_threshold", 1.0}, {"adafactor_decay_rate", -0.8}};
+                       {"adafactor_clip_threshold", 1.0}, {"adafactor_decay_rate", -0.8},
+                       {"multi_tensor", a.multi_tensor}};
   auto optimizer = optim::make_optimizer(optim, named);
 
   PluginRegistry registry;
@@ -217,7 +220,8 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
                      {"autocast", a.autocast}, {"ref_dtype", a.ref_dtype}, {"parameters", n_params},
                      {"build_s", build_s}, {"step_times_s", times}, {"median_step_s", median},
                      {"pairs_per_s", static_cast<double>(pairs) / median}, {"last_loss", last_loss},
-                     {"last_grad_norm", last_norm}, {"threads", at::get_num_threads()}, {"phase_s", phase_s}};
+                     {"last_grad_norm", last_norm}, {"threads", at::get_num_threads()}, {"phase_s", phase_s},
+                     {"multi_tensor", optimizer->multi_tensor()}};
 #ifdef PREFDIFF_WITH_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(di);

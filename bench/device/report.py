@@ -39,7 +39,7 @@ def main():
     for case in ("sd15", "sdxl", "tiny_sd15", "tiny_sdxl"):
         fl = load(os.path.join(d, "flops_%s.json" % case))
         rows = {}
-        for impl in ("prefdiff", "prefdiff_cl", "official", "unet"):
+        for impl in ("prefdiff", "prefdiff_loop", "prefdiff_cl", "official", "unet"):
             r = load(os.path.join(d, "%s_%s.json" % (impl, case)))
             if r is None:
                 continue
@@ -61,6 +61,8 @@ def main():
                 c["prefdiff_over_" + base] = p["pairs_per_s"] / rows[base]["pairs_per_s"]
         if p and "prefdiff_cl" in rows:  # the channels-last variant, measured against prefdiff's default
             c["channels_last_over_default"] = rows["prefdiff_cl"]["pairs_per_s"] / p["pairs_per_s"]
+        if p and "prefdiff_loop" in rows:  # what the multi-tensor optimizer update buys
+            c["default_over_per_tensor_loop"] = p["pairs_per_s"] / rows["prefdiff_loop"]["pairs_per_s"]
         res["cases"][case] = c
     for p in sorted(glob.glob(os.path.join(d, "*.err"))):
         with open(p) as f:
@@ -72,19 +74,19 @@ def main():
         res["meta"].get("device_name", "?"), "%.4g TFLOP/s %s" % (mm["tflops"], mm["dtype"]) if mm else "not measured"))
     for k, g in res["golden"].items():
         print("golden %-22s tests %s failures %s" % (k, g["tests"], g["failures"]))
-    hdr = "%-10s %-11s %5s %9s %10s %9s %7s %10s" % ("case", "impl", "pairs", "step ms", "pairs/s", "peak GiB",
+    hdr = "%-10s %-13s %5s %9s %10s %9s %7s %10s" % ("case", "impl", "pairs", "step ms", "pairs/s", "peak GiB",
                                                      "MFU", "prefdiff/x")
     print(hdr)
     for case, c in res["cases"].items():
         for impl, r in c["runs"].items():
             mem = r.get("peak_allocated_bytes")
             ratio = c.get("prefdiff_over_" + impl)
-            print("%-10s %-11s %5d %9.1f %10.2f %9s %7s %10s" % (
+            print("%-10s %-13s %5d %9.1f %10.2f %9s %7s %10s" % (
                 case, impl, r["pairs"], r["median_step_s"] * 1e3, r["pairs_per_s"],
                 "%.1f" % (mem / 2 ** 30) if mem else "-", "%.1f%%" % (100 * r["mfu"]) if "mfu" in r else "-",
                 "%.2f" % ratio if ratio else "-"))
     for case, c in res["cases"].items():
-        for impl in ("prefdiff", "prefdiff_cl"):
+        for impl in ("prefdiff", "prefdiff_loop", "prefdiff_cl"):
             ph = c["runs"].get(impl, {}).get("phase_s")
             if ph:
                 print("%s %s phases (synced): %s" % (case, impl, ", ".join(
@@ -103,6 +105,8 @@ def main():
         if "prefdiff_over_unet" in c:
             v = c["prefdiff_over_unet"]
             checks.append("vs (b) %.2fx (target >= 1.0x): %s" % (v, "met" if v >= 1.0 else "NOT met"))
+        if "default_over_per_tensor_loop" in c:
+            checks.append("multi-tensor optimizer %.2fx the per-tensor loop" % c["default_over_per_tensor_loop"])
         if "channels_last_over_default" in c:
             checks.append("channels-last %.2fx the default" % c["channels_last_over_default"])
         print("%s: %s" % (case, "; ".join(checks) or "no comparison"))
