@@ -4,6 +4,7 @@
 
 #include "prefdiff/host/host_services.hpp"
 #include "prefdiff/host/recipe.hpp"
+#include "prefdiff/conformance.hpp"
 #include "prefdiff/sdk.hpp"
 
 namespace prefdiff {
@@ -16,6 +17,8 @@ void ObjectiveOutputs::resize(size_t count) {
   diagnostics.clear();
 }
 
+// The C ABI calls live once, in the SDK's conformance kit (prefdiff::conformance::ObjectiveInstance); this
+// class gives them the host's service table, recipe parameters, and errors worded for recipe users.
 ObjectiveInstance::ObjectiveInstance(const LoadedPlugin& plugin, const nlohmann::json& params) : plugin_(plugin) {
   if (plugin.kind() != PD_KIND_OBJECTIVE) throw std::runtime_error("plugin '" + plugin.id() + "' is not an objective");
   // Schema defaults for whatever the caller left out (recipes arrive complete; direct callers may not).
@@ -24,78 +27,59 @@ ObjectiveInstance::ObjectiveInstance(const LoadedPlugin& plugin, const nlohmann:
     if (!complete.contains(spec.name) && !spec.default_value.is_null()) complete[spec.name] = spec.default_value;
   std::vector<std::string> storage;
   const std::vector<pd_param_value> values = to_param_values(plugin, complete, storage);
-  sdk::ErrorBuffer error;
-  const pd_status status = functions().create(host_services(), values.data(), static_cast<uint32_t>(values.size()),
-                                              &instance_, error.get());
-  if (status != PD_OK)
-    throw std::runtime_error("objective '" + plugin.id() + "' refused its parameters: " + error.message());
+  try {
+    functions_ = &conformance::objective_functions(*plugin.descriptor);
+    impl_ = std::make_unique<conformance::ObjectiveInstance>(*plugin.descriptor, values, host_services());
+  } catch (const conformance::PluginError& e) {
+    throw std::runtime_error("objective '" + plugin.id() + "' refused its parameters: " +
+                             (e.plugin_message().empty() ? std::string(e.what()) : e.plugin_message()));
+  }
 }
 
-ObjectiveInstance::~ObjectiveInstance() {
-  if (instance_ != nullptr) functions().destroy(instance_);
-}
-
-const pd_objective_functions& ObjectiveInstance::functions() const {
-  return *static_cast<const pd_objective_functions*>(plugin_.descriptor->functions);
-}
+ObjectiveInstance::~ObjectiveInstance() = default;
 
 void ObjectiveInstance::evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs& outputs) {
   const size_t n = inputs.model_w.size();
   if (inputs.model_l.size() != n || inputs.ref_w.size() != n || inputs.ref_l.size() != n ||
       (!inputs.timestep.empty() && inputs.timestep.size() != n))
     throw std::invalid_argument("objective inputs have different lengths");
-  outputs.resize(n);
-  const pd_objective_functions& f = functions();
-  std::vector<double> diagnostics(f.diagnostic_count, 0.0);
-  pd_objective_inputs in{};
-  in.struct_size = sizeof(in);
-  in.count = n;
-  in.model_w = inputs.model_w.data();
-  in.model_l = inputs.model_l.data();
-  in.ref_w = inputs.ref_w.data();
-  in.ref_l = inputs.ref_l.data();
-  in.timestep = inputs.timestep.empty() ? nullptr : inputs.timestep.data();
-  in.step = inputs.step;
-  in.global_count = inputs.global_count != 0 ? inputs.global_count : n;
-  pd_objective_outputs out{};
-  out.struct_size = sizeof(out);
-  out.diagnostic_capacity = f.diagnostic_count;
-  out.loss = outputs.loss.data();
-  out.dloss_dmodel_w = outputs.dloss_dmodel_w.data();
-  out.dloss_dmodel_l = outputs.dloss_dmodel_l.data();
-  out.margin = outputs.margin.data();
-  out.diagnostics = diagnostics.data();
-  sdk::ErrorBuffer error;
-  const pd_status status = f.evaluate(instance_, &in, &out, error.get());
-  if (status != PD_OK)
-    throw std::runtime_error("objective '" + plugin_.id() + "' failed (" + sdk::status_name(status) + "): " +
-                             error.message());
-  for (uint32_t i = 0; i < f.diagnostic_count; ++i) outputs.diagnostics[f.diagnostic_names[i]] = diagnostics[i];
+  conformance::Batch batch;
+  batch.model_w = inputs.model_w;
+  batch.model_l = inputs.model_l;
+  batch.ref_w = inputs.ref_w;
+  batch.ref_l = inputs.ref_l;
+  batch.timestep = inputs.timestep;
+  batch.step = inputs.step;
+  batch.global_count = inputs.global_count;
+  conformance::Evaluation result = impl_->evaluate(batch);
+  if (result.status != PD_OK)
+    throw std::runtime_error("objective '" + plugin_.id() + "' failed (" + sdk::status_name(result.status) + "): " +
+                             result.message);
+  outputs.loss = std::move(result.loss);
+  outputs.dloss_dmodel_w = std::move(result.dloss_dmodel_w);
+  outputs.dloss_dmodel_l = std::move(result.dloss_dmodel_l);
+  outputs.margin = std::move(result.margin);
+  outputs.diagnostics.clear();
+  for (uint32_t i = 0; i < functions_->diagnostic_count; ++i)
+    outputs.diagnostics[functions_->diagnostic_names[i]] = result.diagnostics[i];
 }
 
-bool ObjectiveInstance::stateful() const { return functions().save_state != nullptr && functions().load_state != nullptr; }
+bool ObjectiveInstance::stateful() const { return functions_->save_state != nullptr && functions_->load_state != nullptr; }
 
 std::string ObjectiveInstance::save_state() {
   if (!stateful()) return std::string();
-  sdk::ErrorBuffer error;
-  size_t size = 0;
-  pd_status status = functions().save_state(instance_, nullptr, &size, error.get());
-  if (status != PD_OK && status != PD_ERR_BUFFER_TOO_SMALL)
-    throw std::runtime_error("objective '" + plugin_.id() + "' could not save its state: " + error.message());
-  std::string state(size, '\0');
-  error.reset();
-  status = functions().save_state(instance_, state.data(), &size, error.get());
-  if (status != PD_OK)
-    throw std::runtime_error("objective '" + plugin_.id() + "' could not save its state: " + error.message());
-  state.resize(size);
-  return state;
+  try {
+    return impl_->save_state();
+  } catch (const conformance::PluginError& e) {
+    throw std::runtime_error("objective '" + plugin_.id() + "' could not save its state: " + e.plugin_message());
+  }
 }
 
 void ObjectiveInstance::load_state(const std::string& state) {
   if (!stateful()) return;
-  sdk::ErrorBuffer error;
-  if (functions().load_state(instance_, state.data(), state.size(), error.get()) != PD_OK)
-    throw std::runtime_error("objective '" + plugin_.id() + "' could not load its state: " + error.message());
+  std::string message;
+  if (impl_->load_state(state, &message) != PD_OK)
+    throw std::runtime_error("objective '" + plugin_.id() + "' could not load its state: " + message);
 }
 
 ObjectiveSet::ObjectiveSet(const nlohmann::json& objective_entries, const PluginRegistry& registry) {

@@ -87,7 +87,8 @@ ObjectiveInstance::ObjectiveInstance(const pd_plugin_descriptor& plugin, const s
   if (status != PD_OK || instance_ == nullptr)
     throw PluginError(status != PD_OK ? status : PD_ERR_INTERNAL,
                       "create() of plugin '" + plugin_name(plugin) + "' failed: " +
-                          (message[0] != '\0' ? message : "no message (status " + std::to_string(status) + ")"));
+                          (message[0] != '\0' ? message : "no message (status " + std::to_string(status) + ")"),
+                      message);
 }
 
 ObjectiveInstance::~ObjectiveInstance() {
@@ -114,7 +115,7 @@ Evaluation ObjectiveInstance::evaluate(const Batch& batch) {
   inputs.ref_l = batch.ref_l.data();
   inputs.timestep = batch.timestep.empty() ? nullptr : batch.timestep.data();
   inputs.step = batch.step;
-  inputs.global_count = n;
+  inputs.global_count = batch.global_count != 0 ? batch.global_count : n;
 
   pd_objective_outputs outputs{};
   outputs.struct_size = sizeof(pd_objective_outputs);
@@ -139,10 +140,11 @@ std::string ObjectiveInstance::save_state() {
   size_t size = 0;
   pd_status status = functions_->save_state(instance_, nullptr, &size, &error);
   if (status != PD_OK && status != PD_ERR_BUFFER_TOO_SMALL)
-    throw PluginError(status, std::string("save_state (size query) failed: ") + message);
+    throw PluginError(status, std::string("save_state (size query) failed: ") + message, message);
   std::string state(size, '\0');
+  message[0] = '\0';  // a size query may leave a message behind
   status = functions_->save_state(instance_, state.empty() ? nullptr : &state[0], &size, &error);
-  if (status != PD_OK) throw PluginError(status, std::string("save_state failed: ") + message);
+  if (status != PD_OK) throw PluginError(status, std::string("save_state failed: ") + message, message);
   state.resize(size);
   return state;
 }

@@ -13,6 +13,9 @@
 #include "prefdiff/objective.h"
 
 namespace prefdiff {
+namespace conformance {
+class ObjectiveInstance;
+}
 
 struct Recipe;
 
@@ -45,9 +48,9 @@ class ObjectiveInstance {
   const LoadedPlugin& plugin() const { return plugin_; }
 
  private:
-  const pd_objective_functions& functions() const;
   LoadedPlugin plugin_;
-  pd_instance* instance_ = nullptr;
+  const pd_objective_functions* functions_ = nullptr;
+  std::unique_ptr<conformance::ObjectiveInstance> impl_;
 };
 
 class ObjectiveSet {

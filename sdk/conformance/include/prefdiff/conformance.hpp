@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prefdiff/abi.h"
@@ -27,11 +28,16 @@ const pd_host_services* default_host_services();
 // failures on this side, e.g. dlopen).
 class PluginError : public std::runtime_error {
  public:
-  PluginError(pd_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  PluginError(pd_status status, const std::string& message, std::string plugin_message = {})
+      : std::runtime_error(message), status_(status), plugin_message_(std::move(plugin_message)) {}
   pd_status status() const noexcept { return status_; }
+  // The plugin's own error text (pd_error), without this kit's context; empty when it wrote none. The
+  // host words its errors for recipe users around it.
+  const std::string& plugin_message() const noexcept { return plugin_message_; }
 
  private:
   pd_status status_;
+  std::string plugin_message_;
 };
 
 // ------------------------------------------------------------------ loading (standalone use)
@@ -58,6 +64,7 @@ struct Batch {
   std::vector<double> model_w, model_l, ref_w, ref_l;
   std::vector<double> timestep;  // empty = NULL
   int64_t step = 0;
+  uint64_t global_count = 0;     // pairs over all ranks (pd_objective_inputs.global_count); 0 = size()
   size_t size() const { return model_w.size(); }
 };
 
