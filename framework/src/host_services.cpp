@@ -1,10 +1,10 @@
 #include "prefdiff/host/host_services.hpp"
 
-#include <cstdlib>
 #include <mutex>
 
 #include <spdlog/spdlog.h>
 
+#include "prefdiff/conformance.hpp"
 #include "prefdiff/sdk.hpp"
 
 namespace prefdiff {
@@ -38,14 +38,6 @@ void metric_service(void*, const char* plugin_id, const char* name, double value
   state().metrics[std::string(plugin_id != nullptr ? plugin_id : "plugin") + "/" + name] = value;
 }
 
-void* allocate_service(void*, size_t bytes, size_t alignment) {
-  if (alignment < sizeof(void*) || (alignment & (alignment - 1)) != 0) return nullptr;
-  const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
-  return std::aligned_alloc(alignment, rounded == 0 ? alignment : rounded);
-}
-
-void release_service(void*, void* pointer) { std::free(pointer); }
-
 pd_status all_reduce_service(void*, double* values, size_t count, pd_error* error) {
   return sdk::guard(error, [&] {
     AllReduceSum reduce;
@@ -57,18 +49,14 @@ pd_status all_reduce_service(void*, double* values, size_t count, pd_error* erro
   });
 }
 
+// The conformance kit's single-rank table (struct_size, allocate, release, rank 0 of 1) with the host's
+// logging, metrics and data-parallel all-reduce.
 pd_host_services& services() {
   static pd_host_services s = [] {
-    pd_host_services table{};
-    table.struct_size = sizeof(pd_host_services);
-    table.context = nullptr;
+    pd_host_services table = *conformance::default_host_services();
     table.log = &log_service;
     table.metric = &metric_service;
-    table.allocate = &allocate_service;
-    table.release = &release_service;
     table.all_reduce_sum = &all_reduce_service;
-    table.rank = 0;
-    table.world_size = 1;
     return table;
   }();
   return s;
