@@ -185,74 +185,68 @@ TEST(Resume, FusedAdamWBitIdentical) { check_resume("adamw", at::kFloat, "on"); 
 TEST(Resume, BatchedAdafactorBitIdentical) { check_resume("adafactor", at::kFloat, "on"); }
 TEST(Resume, BatchedAdafactorBf16ParamsBitIdentical) { check_resume("adafactor", at::kBFloat16, "on"); }
 
-// Adafactor batched by shape computes the loop's update: two parameters of one shape (one group), a 1-D
-// one, a 4-D one, one that starts late (its own step count, so its own group), in float32 and bf16.
-TEST(Adafactor, BatchedMatchesPerTensorLoop) {
-  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    const LrSchedule sched(ScheduleKind::kCosine, 5e-2, 3, 9, 0.1);
-    auto params_with_twin = [&] {
-      NamedTensors p = make_params(dtype);
-      p.push_back({"twin.weight", (at::randn({4, 6}) * 0.5).to(dtype).requires_grad_(true)});  // shape of down.weight
-      return p;
-    };
-    NamedTensors loop = params_with_twin(), batched = params_with_twin();
-    const NamedTensors start = params_with_twin();
-    AdafactorOptions o;
-    o.lr = 5e-2;
-    o.batched = false;
-    auto a = make_adafactor(loop, o);
-    o.batched = true;
-    auto b = make_adafactor(batched, o);
-    ASSERT_FALSE(a->multi_tensor());
-    ASSERT_TRUE(b->multi_tensor());
-    run_steps(*a, loop, sched, 0, 9);
-    run_steps(*b, batched, sched, 0, 9);
-    for (size_t i = 0; i < loop.size(); ++i) {
-      const at::Tensor x = loop[i].second.to(at::kDouble), y = batched[i].second.to(at::kDouble);
-      const double err = (x - y).abs().max().item<double>(), scale = x.abs().max().item<double>();
-      std::cout << "[ adafactor batched vs loop, " << c10::toString(dtype) << " ] " << loop[i].first << " max |dp| "
-                << err << " of " << scale << "\n";
-      // float32: reduction order only; bf16 parameters: at most one bf16 rounding step apart.
-      EXPECT_LE(err, (dtype == at::kFloat ? 1e-6 : 8e-3) * scale) << loop[i].first;
-      EXPECT_FALSE(at::equal(loop[i].second, start[i].second)) << "the parameter moved: " << loop[i].first;
-    }
-    auto sa = a->state(), sb = b->state();
-    ASSERT_EQ(sa.size(), sb.size());
-    for (size_t i = 0; i < sa.size(); ++i) {
-      EXPECT_EQ(sa[i].first, sb[i].first);
-      EXPECT_TRUE(at::allclose(sa[i].second.to(at::kDouble), sb[i].second.to(at::kDouble), 1e-5, 1e-12)) << sa[i].first;
-    }
-  }
-}
-
-// The fused multi-tensor kernel (the CUDA default; ATen has it for the CPU too) and LibTorch's per-tensor
-// loop compute the same update: one parameter starts late, so per-parameter step counts differ.
-TEST(AdamW, FusedKernelMatchesPerTensorLoop) {
+// The multi-tensor path (fused AdamW, Adafactor batched by shape; the CUDA default, forced here on the
+// CPU) computes the per-tensor loop's update: 9 steps from the same parameters, compared parameter by
+// parameter (max |difference| <= rel * max |value|) and state by state.
+void expect_multi_tensor_matches_loop(const std::function<std::unique_ptr<Optimizer>(const NamedTensors&, bool)>& make,
+                                      const std::function<NamedTensors()>& make_parameters, double rel,
+                                      const std::string& label) {
   const LrSchedule sched(ScheduleKind::kCosine, 5e-2, 3, 9, 0.1);
-  NamedTensors loop = make_params(at::kFloat), fused = make_params(at::kFloat);
-  AdamWOptions o;
-  o.lr = 5e-2;
-  o.fused = false;
-  auto a = make_adamw(loop, o);
-  o.fused = true;
-  auto b = make_adamw(fused, o);
+  NamedTensors loop = make_parameters(), multi = make_parameters();
+  const NamedTensors start = make_parameters();
+  auto a = make(loop, false);
+  auto b = make(multi, true);
   ASSERT_FALSE(a->multi_tensor());
   ASSERT_TRUE(b->multi_tensor());
   run_steps(*a, loop, sched, 0, 9);
-  run_steps(*b, fused, sched, 0, 9);
+  run_steps(*b, multi, sched, 0, 9);
   for (size_t i = 0; i < loop.size(); ++i) {
-    const double err = (loop[i].second - fused[i].second).abs().max().item<double>();
-    const double scale = loop[i].second.abs().max().item<double>();
-    std::cout << "[ adamw fused vs loop ] " << loop[i].first << " max |dp| " << err << " of " << scale << "\n";
-    EXPECT_LE(err, 1e-6 * scale) << loop[i].first;  // float32 rounding of ~10 differently ordered operations
-    EXPECT_FALSE(at::equal(loop[i].second, make_params(at::kFloat)[i].second)) << "the parameter moved";
+    const at::Tensor x = loop[i].second.to(at::kDouble), y = multi[i].second.to(at::kDouble);
+    const double err = (x - y).abs().max().item<double>(), scale = x.abs().max().item<double>();
+    std::cout << "[ " << label << " multi-tensor vs loop ] " << loop[i].first << " max |dp| " << err << " of " << scale
+              << "\n";
+    EXPECT_LE(err, rel * scale) << label << " " << loop[i].first;
+    EXPECT_FALSE(at::equal(loop[i].second, start[i].second)) << "the parameter moved: " << loop[i].first;
   }
   auto sa = a->state(), sb = b->state();
   ASSERT_EQ(sa.size(), sb.size());
   for (size_t i = 0; i < sa.size(); ++i) {
     EXPECT_EQ(sa[i].first, sb[i].first);
-    EXPECT_TRUE(at::allclose(sa[i].second.to(at::kDouble), sb[i].second.to(at::kDouble), 1e-5, 1e-9)) << sa[i].first;
+    EXPECT_TRUE(at::allclose(sa[i].second.to(at::kDouble), sb[i].second.to(at::kDouble), 1e-5, 1e-12))
+        << label << " " << sa[i].first;
   }
+}
+
+// Adafactor: two parameters of one shape (one group), a 1-D one, a 4-D one, one that starts late (its
+// own step count, so its own group), in float32 (reduction order only) and bf16 (one rounding apart).
+TEST(Adafactor, BatchedMatchesPerTensorLoop) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    auto params_with_twin = [&] {
+      NamedTensors p = make_params(dtype);
+      p.push_back({"twin.weight", (at::randn({4, 6}) * 0.5).to(dtype).requires_grad_(true)});  // shape of down.weight
+      return p;
+    };
+    auto make = [](const NamedTensors& params, bool batched) {
+      AdafactorOptions o;
+      o.lr = 5e-2;
+      o.batched = batched;
+      return make_adafactor(params, o);
+    };
+    expect_multi_tensor_matches_loop(make, params_with_twin, dtype == at::kFloat ? 1e-6 : 8e-3,
+                                     std::string("adafactor ") + c10::toString(dtype));
+  }
+}
+
+// AdamW: ATen's fused kernel (it has a CPU version too) against LibTorch's per-tensor loop.
+TEST(AdamW, FusedKernelMatchesPerTensorLoop) {
+  auto make = [](const NamedTensors& params, bool fused) {
+    AdamWOptions o;
+    o.lr = 5e-2;
+    o.fused = fused;
+    return make_adamw(params, o);
+  };
+  // float32 rounding of ~10 differently ordered operations
+  expect_multi_tensor_matches_loop(make, [] { return make_params(at::kFloat); }, 1e-6, "adamw");
 }
 TEST(Resume, AdafactorBitIdentical) { check_resume("adafactor", at::kFloat); }
 TEST(Resume, AdafactorBf16ParamsBitIdentical) { check_resume("adafactor", at::kBFloat16); }
