@@ -14,6 +14,7 @@
 #include "prefdiff/host/log.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/host/version.hpp"
+#include "prefdiff/model_io/diffusers_folder.hpp"
 #include "prefdiff/run/atomic_dir.hpp"
 #include "prefdiff/run/checkpoint_store.hpp"
 #include "prefdiff/toy_world/evaluate.hpp"
@@ -37,18 +38,6 @@ Diagnostic problem(const std::string& where, const std::string& message) {
   d.where.file = where;
   d.message = message;
   return d;
-}
-
-nlohmann::json read_json_file(const fs::path& path, const std::string& hint) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read " + path.string() + "; " + hint);
-  try {
-    nlohmann::json j;
-    in >> j;
-    return j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path.string() + " is not valid JSON (" + e.what() + "); " + hint);
-  }
 }
 
 // The policy to evaluate: --checkpoint, else the run's final checkpoint (training must have finished).
@@ -102,7 +91,7 @@ void run_eval(const EvalArgs& args) {
   if (!fs::is_directory(run_dir))
     throw std::runtime_error("run folder " + run_dir.string() + " does not exist; HINT: pass the folder `prefdiff train` "
                              "wrote, <run.output_dir>/<run.name>");
-  const nlohmann::json recipe = read_json_file(run_dir / "recipe.json",
+  const nlohmann::json recipe = model_io::read_json_file(run_dir / "recipe.json",
                                                "HINT: is " + run_dir.string() + " a run folder written by `prefdiff train`?");
   const std::string data_id = recipe.at("data").at("id").get<std::string>();
   if (data_id != toy::kDataId)
@@ -126,7 +115,7 @@ void run_eval(const EvalArgs& args) {
   // The reference the run trained against (run.json), else the world's cached one (rebuilt from its seeds).
   fs::path reference_folder;
   if (fs::exists(run_dir / "run.json")) {
-    const nlohmann::json meta = read_json_file(run_dir / "run.json", "HINT: the run folder is damaged");
+    const nlohmann::json meta = model_io::read_json_file(run_dir / "run.json", "HINT: the run folder is damaged");
     if (meta.contains("toy_world") && meta["toy_world"].contains("reference_model")) {
       const fs::path p = meta["toy_world"]["reference_model"].get<std::string>();
       if (fs::exists(p / "config.json")) reference_folder = p;

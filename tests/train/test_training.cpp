@@ -123,6 +123,34 @@ TEST(Training, ResumeRefusesAMissingCheckpointAndAnotherRecipe) {
   EXPECT_NE(read(out / "again.log").find("--resume"), std::string::npos) << read(out / "again.log");
 }
 
+// The toy world trains its own reference UNet: another weight source is refused by name, not ignored
+// (a pretrained folder used to leave the world unprepared and crash). A damaged trainer_state.json names
+// the file and the way out.
+TEST(Training, RefusesAnotherBackboneSourceAndADamagedTrainerState) {
+  const fs::path out = fresh_dir("sources");
+  EXPECT_NE(run(train_args(out, "pre", {"backbone.pretrained=\"/nonexistent\""}), out / "pre.log"), 0);
+  EXPECT_NE(read(out / "pre.log").find("HINT: remove backbone.pretrained"), std::string::npos) << read(out / "pre.log");
+  EXPECT_NE(run(train_args(out, "cfg", {"backbone.config=\"/nonexistent.json\""}), out / "cfg.log"), 0);
+  EXPECT_NE(read(out / "cfg.log").find("HINT: remove backbone.config"), std::string::npos) << read(out / "cfg.log");
+
+  ASSERT_EQ(run(train_args(out, "run", {"train.steps=4"}), out / "run.log"), 0) << read(out / "run.log");
+  const fs::path state = out / "run" / "checkpoints" / "step-00000004" / "trainer_state.json";
+  ASSERT_TRUE(fs::exists(state));
+  // Same length, so the checkpoint's size marker still matches and the parse is what fails.
+  std::string text = read(state);
+  const size_t at = text.find("\"epoch\"");
+  ASSERT_NE(at, std::string::npos) << text;
+  text.replace(at, 7, "\"epocx\"");
+  std::ofstream(state) << text;
+  std::vector<std::string> resume = train_args(out, "run", {"train.steps=8"});
+  resume.push_back("--resume");
+  resume.push_back("latest");
+  EXPECT_NE(run(resume, out / "resume.log"), 0);
+  const std::string log = read(out / "resume.log");
+  EXPECT_NE(log.find("trainer_state.json is incomplete or damaged"), std::string::npos) << log;
+  EXPECT_NE(log.find("HINT: resume from a checkpoint written by prefdiff train"), std::string::npos) << log;
+}
+
 TEST(Training, TwoGlooRanksMatchOneProcessWithTheSameGlobalBatch) {
   const fs::path out = fresh_dir("ranks");
   ASSERT_EQ(run(train_args(out, "one", {"train.steps=3", "train.batch_size=4", "eval.every=0"}), out / "one.log"), 0)

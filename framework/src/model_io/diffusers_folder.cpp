@@ -45,13 +45,14 @@ fs::path resolve_model_dir(const fs::path& root, const std::string& subfolder) {
                      "' exists. HINT: pass a diffusers pipeline folder or its '" + subfolder + "' subfolder.");
 }
 
-nlohmann::json read_json_file(const fs::path& path) {
+nlohmann::json read_json_file(const fs::path& path, const std::string& hint) {
+  const std::string then = hint.empty() ? "" : "; " + hint;
   std::ifstream in(path);
-  if (!in) throw ModelIoError("cannot read '" + path.string() + "'");
+  if (!in) throw ModelIoError("cannot read '" + path.string() + "'" + then);
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw ModelIoError("'" + path.string() + "' is not valid JSON: " + e.what());
+    throw ModelIoError("'" + path.string() + "' is not valid JSON: " + e.what() + then);
   }
 }
 

@@ -25,6 +25,7 @@
 #include "prefdiff/host/log.hpp"
 #include "prefdiff/host/objective_set.hpp"
 #include "prefdiff/host/version.hpp"
+#include "prefdiff/model_io/diffusers_folder.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
 #include "prefdiff/noise.h"
 #include "prefdiff/optim/ema.hpp"
@@ -111,8 +112,15 @@ std::string hex(const std::string& bytes) {
 }
 
 std::string unhex(const std::string& text) {
+  auto nibble = [&](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw nlohmann::json::other_error::create(501, "objectives[].state_hex is not lower-case hex", nullptr);
+  };
+  if (text.size() % 2 != 0)
+    throw nlohmann::json::other_error::create(501, "objectives[].state_hex has an odd length", nullptr);
   std::string out;
-  for (size_t i = 0; i + 1 < text.size(); i += 2) out += static_cast<char>(std::stoi(text.substr(i, 2), nullptr, 16));
+  for (size_t i = 0; i < text.size(); i += 2) out += static_cast<char>(nibble(text[i]) * 16 + nibble(text[i + 1]));
   return out;
 }
 
@@ -160,29 +168,33 @@ class Trainer {
     options.device = device_;
     options.variant = b.value("variant", "");
     auto& backbones = BackboneRegistry::instance();
-    if (b.contains("pretrained")) {
-      policy_ = backbones.load(id, b["pretrained"].get<std::string>(), options);
-      reference_ = backbones.load(id, b["pretrained"].get<std::string>(), options);
-    } else if (b.contains("config") || data_is_toy_world()) {
-      nlohmann::json config;
-      fs::path reference_folder;
-      if (data_is_toy_world()) {
-        world_ = std::make_unique<ToyWorldData>(prepare_toy_world_data(recipe_.section("data"), *group_));
-        reference_folder = world_->reference_model;
-      }
-      if (!reference_folder.empty()) {
-        policy_ = backbones.load(id, reference_folder, options);
-        reference_ = backbones.load(id, reference_folder, options);
-      } else {
-        std::ifstream(b["config"].get<std::string>()) >> config;
-        torch::manual_seed(static_cast<uint64_t>(recipe_.section("run")["seed"].get<long long>()));
-        policy_ = backbones.create(id, config, options);
-        reference_ = backbones.create(id, config, options);
-        torch::NoGradGuard no_grad;  // the reference starts equal to the policy, as with pretrained weights
-        auto dst = reference_->named_parameters();
-        auto src = policy_->named_parameters();
-        for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
-      }
+    // The weights come from one place: the toy world's pretrained reference, a diffusers folder, or a
+    // config for random init. The toy world's UNet shape is its own [data] unet_config.
+    if (data_is_toy_world())
+      for (const char* key : {"pretrained", "config"})
+        if (b.contains(key))
+          throw std::runtime_error(std::string("[backbone] ") + key + " is set, but [data] id = \"toy-world\" trains " +
+                                   "the world's own pretrained reference UNet; HINT: remove backbone." + key +
+                                   " (the world's UNet shape is [data] unet_config), or use another [data] source");
+    fs::path folder;
+    if (data_is_toy_world()) {
+      world_ = std::make_unique<ToyWorldData>(prepare_toy_world_data(recipe_.section("data"), *group_));
+      folder = world_->reference_model;
+    } else if (b.contains("pretrained")) {
+      folder = b["pretrained"].get<std::string>();
+    }
+    if (!folder.empty()) {
+      policy_ = backbones.load(id, folder, options);
+      reference_ = backbones.load(id, folder, options);
+    } else if (b.contains("config")) {
+      const nlohmann::json config = model_io::read_json_file(b["config"].get<std::string>());
+      torch::manual_seed(static_cast<uint64_t>(recipe_.section("run")["seed"].get<long long>()));
+      policy_ = backbones.create(id, config, options);
+      reference_ = backbones.create(id, config, options);
+      torch::NoGradGuard no_grad;  // the reference starts equal to the policy, as with pretrained weights
+      auto dst = reference_->named_parameters();
+      auto src = policy_->named_parameters();
+      for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
     } else {
       throw std::runtime_error("[backbone] needs `pretrained` (a diffusers folder) or `config` (random init)");
     }
@@ -625,15 +637,19 @@ class Trainer {
     const auto optimizer_state = model_io::SafetensorsFile::open(checkpoint / "optimizer.safetensors").load_all();
     optimizer_->load_state(optimizer_state);
     if (ema_) ema_->load_state(model_io::SafetensorsFile::open(checkpoint / "ema.safetensors").load_all());
-    std::ifstream in(checkpoint / "trainer_state.json");
-    nlohmann::json state;
-    in >> state;
-    epoch_ = state["epoch"].get<uint64_t>();
-    batch_in_epoch_ = state["batch_in_epoch"].get<uint64_t>();
-    skipped_ = state["skipped_steps"].get<int64_t>();
-    const auto& saved = state["objectives"];
-    for (size_t k = 0; k < objectives_->size() && k < saved.size(); ++k)
-      objectives_->instance(k).load_state(unhex(saved[k]["state_hex"].get<std::string>()));
+    const fs::path state_file = checkpoint / "trainer_state.json";
+    const std::string hint = "HINT: resume from a checkpoint written by prefdiff train (or start a new run folder)";
+    const nlohmann::json state = model_io::read_json_file(state_file, hint);
+    try {
+      epoch_ = state.at("epoch").get<uint64_t>();
+      batch_in_epoch_ = state.at("batch_in_epoch").get<uint64_t>();
+      skipped_ = state.at("skipped_steps").get<int64_t>();
+      const auto& saved = state.at("objectives");
+      for (size_t k = 0; k < objectives_->size() && k < saved.size(); ++k)
+        objectives_->instance(k).load_state(unhex(saved[k].at("state_hex").get<std::string>()));
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(state_file.string() + " is incomplete or damaged (" + e.what() + "); " + hint);
+    }
     reader_->start(epoch_, batch_in_epoch_);
     say("resumed from " + checkpoint.string() + " at step " + std::to_string(resume_step_));
   }

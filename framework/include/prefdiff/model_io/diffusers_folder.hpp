@@ -21,7 +21,8 @@ std::string weights_index_name(const std::string& variant);  // diffusion_pytorc
 
 // `root` may be a pipeline root (has <subfolder>/config.json) or the model folder itself.
 std::filesystem::path resolve_model_dir(const std::filesystem::path& root, const std::string& subfolder = "unet");
-nlohmann::json read_json_file(const std::filesystem::path& path);
+// Parses a JSON file; errors name the path, then `hint` (what to do) when one is given.
+nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& hint = "");
 
 // All tensors of a model folder's checkpoint (single file or shards), mapped read-only.
 class CheckpointReader {
