@@ -1,6 +1,7 @@
 #include "prefdiff/host/recipe.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -229,15 +230,19 @@ void apply_override(toml::table& root, const std::string& text, OverrideSources&
   for (size_t i = 0; i + 1 < segments.size(); ++i) {
     const std::string& name = segments[i];
     toml::node* node = table->get(name);
-    if (node == nullptr) {
+    resolved.push_back(name);
+    if (node == nullptr) {  // a table the override creates: problems with it (e.g. a misspelt section) are its own
       table->insert_or_assign(name, toml::table{});
       node = table->get(name);
+      sources[join_path(resolved)] = {where, raw};
     }
-    resolved.push_back(name);
     if (auto* array = node->as_array()) {
       size_t index = 0;
+      std::string index_text = "0";
       if (i + 2 < segments.size() && is_index(segments[i + 1])) {
-        index = std::stoul(segments[i + 1]);
+        const std::string& digits = index_text = segments[i + 1];
+        // An index too large for size_t is simply out of range (the diagnostic below names it).
+        if (std::from_chars(digits.data(), digits.data() + digits.size(), index).ec != std::errc()) index = SIZE_MAX;
         ++i;
       } else if (array->size() != 1) {
         diagnostics.push_back({where, "'" + name + "' has " + std::to_string(array->size()) +
@@ -245,7 +250,8 @@ void apply_override(toml::table& root, const std::string& text, OverrideSources&
         return;
       }
       if (index >= array->size() || !(*array)[index].is_table()) {
-        diagnostics.push_back({where, "'" + name + "' has no table entry " + std::to_string(index)});
+        diagnostics.push_back({where, "'" + name + "' has no table entry " + index_text + " (it has " +
+                                          std::to_string(array->size()) + ")"});
         return;
       }
       resolved.push_back(std::to_string(index));
@@ -504,10 +510,13 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 
   if (!diagnostics.empty()) {
     // File order, then problems without a line (e.g. a default plugin that is missing) last.
-    std::stable_sort(diagnostics.begin(), diagnostics.end(), [](const Diagnostic& a, const Diagnostic& b) {
-      if ((a.where.line == 0) != (b.where.line == 0)) return b.where.line == 0;
-      if (a.where.file != b.where.file) return false;
-      return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
+    // Files in extends order (base first); anything else (overrides, defaults) after them.
+    auto file_rank = [&](const std::string& file) {
+      return static_cast<size_t>(std::find(recipe.files.begin(), recipe.files.end(), file) - recipe.files.begin());
+    };
+    std::stable_sort(diagnostics.begin(), diagnostics.end(), [&](const Diagnostic& a, const Diagnostic& b) {
+      return std::make_tuple(a.where.line == 0, file_rank(a.where.file), a.where.line, a.where.column) <
+             std::make_tuple(b.where.line == 0, file_rank(b.where.file), b.where.line, b.where.column);
     });
     throw RecipeError(diagnostics);
   }

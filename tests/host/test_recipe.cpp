@@ -93,23 +93,46 @@ TEST(Recipe, WeightedObjectivesAndIndexedOverrides) {
   const std::string problem = first_problem("weighted.toml", {"objective.scale=0.2"});
   EXPECT_NE(problem.find("'objective' has 2 entries; address one as objective.<index>.<key>"), std::string::npos)
       << problem;
+  const std::string huge = first_problem("weighted.toml", {"objective.99999999999999999999999.scale=1"});
+  EXPECT_NE(huge.find("'objective' has no table entry 99999999999999999999999 (it has 2)"), std::string::npos) << huge;
+}
+
+// Problems come in file order along the extends chain (base first), by line within a file.
+TEST(Recipe, ProblemsFollowTheExtendsChainInLineOrder) {
+  const fs::path dir = fs::temp_directory_path() / ("prefdiff_order_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "middle.toml") << "extends = \"" << kGood << "/base.toml\"\n[train]\nstepz = 1\n\n\nbatch_sise = 2\n";
+  std::ofstream(dir / "child.toml") << "extends = \"middle.toml\"\n[optim]\nlrr = 1\n";
+  PluginRegistry registry = test_registry();
+  try {
+    load_recipe((dir / "child.toml").string(), {}, registry);
+    FAIL() << "expected a RecipeError";
+  } catch (const RecipeError& e) {
+    ASSERT_EQ(e.diagnostics().size(), 3u);
+    EXPECT_NE(e.diagnostics()[0].str().find("middle.toml:3"), std::string::npos) << e.diagnostics()[0].str();
+    EXPECT_NE(e.diagnostics()[1].str().find("middle.toml:6"), std::string::npos) << e.diagnostics()[1].str();
+    EXPECT_NE(e.diagnostics()[2].str().find("child.toml:3"), std::string::npos) << e.diagnostics()[2].str();
+  }
+  fs::remove_all(dir);
 }
 
 TEST(Recipe, BadOverridesAreReportedAllAtOnce) {
   try {
     load("variant.toml", {"optim.lr", "lr=1", "optim..lr=1", "optim.lr=", "optim.lr=abc", "objective.scale=2",
-                          "objective.colour=red"});
+                          "objective.colour=red", "objectiv.beta=1"});
     FAIL() << "expected a RecipeError";
   } catch (const RecipeError& e) {
     std::string all;
     for (const auto& d : e.diagnostics()) all += d.str() + "\n";
-    EXPECT_EQ(e.diagnostics().size(), 7u) << all;
+    EXPECT_EQ(e.diagnostics().size(), 8u) << all;
     for (const char* part : {"override 'optim.lr': error: bad override syntax: expected key.path=value",
                              "override 'lr=1': error: bad override key 'lr': name a section and a key",
                              "segment '' must be non-empty", "override 'optim.lr' has an empty value",
                              "override 'optim.lr=abc': error: [optim] key 'lr': expected float, got \"abc\"",
                              "override 'objective.scale=2': error: [objective] 'test-objective' key 'scale': 2 is out of range; allowed [0, 1)",
-                             "unknown key 'colour'"})
+                             "unknown key 'colour'",
+                             // a section only the override names: blamed on the override, not on the file
+                             "override 'objectiv.beta=1': error: unknown section [objectiv]; did you mean 'objective'?"})
       EXPECT_NE(all.find(part), std::string::npos) << "missing: " << part << "\nin:\n" << all;
   }
 }
