@@ -38,6 +38,20 @@ int env_int(const char* name, int fallback) {
   return static_cast<int>(parsed);
 }
 
+// Slurm's SLURM_TASKS_PER_NODE lists counts per node group, e.g. "4(x2)" or "2,1"; this node's count is
+// the leading one when every node runs the same number (the usual data-parallel layout).
+int slurm_tasks_per_node() {
+  if (env("SLURM_NTASKS_PER_NODE") != nullptr) return env_int("SLURM_NTASKS_PER_NODE", 1);
+  const char* text = env("SLURM_TASKS_PER_NODE");
+  if (text == nullptr) return 1;
+  char* end = nullptr;
+  const long count = std::strtol(text, &end, 10);
+  if (end == text || count < 1 || (*end != '\0' && *end != '(' && *end != ','))
+    throw std::runtime_error(std::string("environment variable SLURM_TASKS_PER_NODE='") + text +
+                             "' is not a Slurm task count like 4 or 4(x2); HINT: set SLURM_NTASKS_PER_NODE");
+  return static_cast<int>(count);
+}
+
 }  // namespace
 
 DistributedEnv DistributedEnv::from_environment() {
@@ -55,7 +69,7 @@ DistributedEnv DistributedEnv::from_environment() {
     e.rank = env_int("SLURM_PROCID", 0);
     e.world_size = env_int("SLURM_NTASKS", 1);
     e.local_rank = env_int("SLURM_LOCALID", 0);
-    e.local_world_size = env_int("SLURM_NTASKS_PER_NODE", env_int("SLURM_TASKS_PER_NODE", 1));
+    e.local_world_size = slurm_tasks_per_node();
   }
   if (e.world_size < 1) throw std::runtime_error("WORLD_SIZE must be at least 1");
   if (e.rank >= e.world_size)
@@ -63,6 +77,9 @@ DistributedEnv DistributedEnv::from_environment() {
                              std::to_string(e.world_size));
   if (const char* addr = env("MASTER_ADDR")) e.master_addr = addr;
   e.master_port = env_int("MASTER_PORT", e.master_port);
+  if (e.master_port < 1 || e.master_port > 65535)
+    throw std::runtime_error("environment variable MASTER_PORT=" + std::to_string(e.master_port) +
+                             " is not a TCP port; HINT: use a free port in 1..65535, e.g. 29500");
   if (e.world_size > 1 && e.launcher == "slurm" && env("MASTER_ADDR") == nullptr)
     throw std::runtime_error("under Slurm set MASTER_ADDR (e.g. the first host of $SLURM_JOB_NODELIST) and MASTER_PORT");
   return e;

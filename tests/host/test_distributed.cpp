@@ -10,9 +10,12 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <string>
 #include <sstream>
 
 #include <gtest/gtest.h>
+
+#include "prefdiff/host/distributed.hpp"
 
 namespace {
 
@@ -116,4 +119,54 @@ TEST(Distributed, AVanishedRankEndsTheOthersWithAnErrorNotAHang) {
   EXPECT_EQ(codes[1], 0);   // the rank that left
   EXPECT_EQ(codes[0], 1);   // the survivor fails cleanly
   EXPECT_LT(seconds, 30.0);  // within the 5 s collective timeout plus start-up, not a hang
+}
+
+// ---------------------------------------------------------------------------------------- environment
+
+namespace {
+
+// Sets exactly these launcher variables (every other one is unset) and reads the environment.
+prefdiff::DistributedEnv env_with(const std::map<std::string, std::string>& vars) {
+  for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+                           "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "MASTER_ADDR",
+                           "MASTER_PORT"})
+    unsetenv(name);
+  for (const auto& [name, value] : vars) setenv(name.c_str(), value.c_str(), 1);
+  return prefdiff::DistributedEnv::from_environment();
+}
+
+std::string error_of(const std::map<std::string, std::string>& vars) {
+  try {
+    env_with(vars);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(DistributedEnv, SlurmMultiNodeTaskCountsAndPortRange) {
+  const std::map<std::string, std::string> slurm = {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"},
+                                                    {"MASTER_ADDR", "node0"}};
+  auto with = [&](std::map<std::string, std::string> extra) {
+    extra.insert(slurm.begin(), slurm.end());
+    return extra;
+  };
+  // Two nodes of four tasks: Slurm writes "4(x2)" and sets no SLURM_NTASKS_PER_NODE without --ntasks-per-node.
+  prefdiff::DistributedEnv e = env_with(with({{"SLURM_TASKS_PER_NODE", "4(x2)"}}));
+  EXPECT_EQ(e.launcher, "slurm");
+  EXPECT_EQ(e.rank, 5);
+  EXPECT_EQ(e.world_size, 8);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.local_world_size, 4);
+  EXPECT_EQ(env_with(with({{"SLURM_TASKS_PER_NODE", "3,2"}})).local_world_size, 3);
+  // SLURM_NTASKS_PER_NODE wins, and the other is then not read at all.
+  EXPECT_EQ(env_with(with({{"SLURM_NTASKS_PER_NODE", "4"}, {"SLURM_TASKS_PER_NODE", "garbage"}})).local_world_size, 4);
+  EXPECT_NE(error_of(with({{"SLURM_TASKS_PER_NODE", "garbage"}})).find("SLURM_TASKS_PER_NODE='garbage'"),
+            std::string::npos);
+  // A port outside 1..65535 is named instead of wrapping around in the uint16 the store takes.
+  const std::string port = error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}});
+  EXPECT_NE(port.find("MASTER_PORT=70000 is not a TCP port"), std::string::npos) << port;
+  EXPECT_EQ(env_with({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "29501"}}).master_port, 29501);
 }
