@@ -167,6 +167,26 @@ TEST(UnetConfig, ReportsEveryProblemAtOnceWithSuggestions) {
   }
 }
 
+// A folder's bad config.json is named once, by its path; fp32 attention upcasting is refused, not ignored.
+TEST(UnetConfig, FolderConfigProblemsNameTheFileAndUpcastingIsRefused) {
+  const fs::path dir = temp_dir("badconfig");
+  fs::create_directories(dir);
+  json cfg = tiny_sd15();
+  cfg["upcast_attention"] = true;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  try {
+    BackboneRegistry::instance().load("unet2d", dir);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    const std::string file = (dir / "config.json").string();
+    EXPECT_EQ(m.rfind(file + ": 1 problem(s) in the UNet config:", 0), 0u) << m;
+    EXPECT_EQ(m.find("config.json", file.size()), std::string::npos) << "the file is named once: " << m;
+    EXPECT_NE(m.find("'upcast_attention' is true but prefdiff supports only false"), std::string::npos) << m;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(UnetConfig, DefaultsNullsAndIgnoredKeys) {
   json cfg = fixture("sd15_unet_config.json");
   Unet2dConfig a = Unet2dConfig::from_json(cfg);
@@ -272,6 +292,32 @@ TEST(UnetBackbone, CheckpointingGivesTheSameGradientsThroughGradAndBackward) {
   auto params = net->named_parameters();
   for (size_t i = 0; i < params.size(); ++i)
     EXPECT_TRUE(at::allclose(params[i].second.grad(), plain[i + 1], 1e-5, 1e-7)) << params[i].first;
+}
+
+// With dropout the recomputation replays the forward's random draws, and leaves the generator where
+// the forward left it: gradients and the next random number equal the run without checkpointing.
+TEST(UnetBackbone, CheckpointingReplaysDropoutAndRestoresTheGenerator) {
+  json cfg = tiny_sd15();
+  cfg["dropout"] = 0.3;
+  at::manual_seed(3);
+  auto net = BackboneRegistry::instance().create("unet2d", cfg);
+  net->train(true);
+  at::Tensor x = at::randn({2, 4, 8, 8}), ctx = at::randn({2, 3, 32}), t = at::tensor({3, 900});
+  auto run = [&](bool ckpt) {
+    net->set_gradient_checkpointing(ckpt);
+    std::vector<at::Tensor> wrt;
+    for (auto& [n, p] : net->named_parameters()) wrt.push_back(p);
+    at::manual_seed(11);
+    at::Tensor loss = net->forward(x, t, ctx).square().mean();
+    auto g = torch::autograd::grad({loss}, wrt);
+    g.push_back(at::rand({4}));  // the generator's state after the step
+    return g;
+  };
+  auto plain = run(false), ckpt = run(true), no_dropout_seed = run(false);
+  ASSERT_EQ(plain.size(), ckpt.size());
+  for (size_t i = 0; i + 1 < plain.size(); ++i) EXPECT_TRUE(at::allclose(plain[i], ckpt[i], 1e-5, 1e-7)) << i;
+  EXPECT_TRUE(at::equal(plain.back(), ckpt.back()));
+  EXPECT_TRUE(at::equal(plain[0], no_dropout_seed[0])) << "the same seed gives the same dropout masks";
 }
 
 TEST(UnetBackbone, InputHandling) {

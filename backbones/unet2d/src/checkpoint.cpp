@@ -38,6 +38,23 @@ struct AutocastState {
   }
 };
 
+struct CheckpointBackward;
+
+// The forward's autocast and RNG state for the recomputation, and the caller's back afterwards, also when
+// the recomputation throws.
+class ReplayScope {
+ public:
+  explicit ReplayScope(const CheckpointBackward& node);
+  ~ReplayScope();
+  ReplayScope(const ReplayScope&) = delete;
+  ReplayScope& operator=(const ReplayScope&) = delete;
+
+ private:
+  std::optional<at::Generator> gen_;  // a handle: copies share the generator
+  AutocastState outer_autocast_;
+  at::Tensor outer_rng_;
+};
+
 struct CheckpointBackward : public Node {
   TensorFn fn;
   std::vector<SavedVariable> saved_inputs;
@@ -65,25 +82,8 @@ struct CheckpointBackward : public Node {
     std::vector<at::Tensor> outputs;
     {
       at::AutoGradMode enable(true);
-      AutocastState outer = AutocastState::capture();
-      autocast.apply();
-      at::Tensor outer_rng;
-      if (gen) {
-        std::lock_guard<std::mutex> lock(gen->mutex());
-        outer_rng = gen->get_state();
-        gen->set_state(rng_state);
-      }
-      try {
-        outputs = fn(inputs);
-      } catch (...) {
-        outer.apply();
-        throw;
-      }
-      if (gen) {
-        std::lock_guard<std::mutex> lock(gen->mutex());
-        gen->set_state(outer_rng);
-      }
-      outer.apply();
+      const ReplayScope replay(*this);
+      outputs = fn(inputs);
     }
     // Differentiate only w.r.t. what requires grad; the rest gets an undefined gradient.
     std::vector<size_t> slot;
@@ -111,6 +111,23 @@ struct CheckpointBackward : public Node {
     fn = nullptr;
   }
 };
+
+ReplayScope::ReplayScope(const CheckpointBackward& node) : gen_(node.gen), outer_autocast_(AutocastState::capture()) {
+  node.autocast.apply();
+  if (gen_) {
+    std::lock_guard<std::mutex> lock(gen_->mutex());
+    outer_rng_ = gen_->get_state();
+    gen_->set_state(node.rng_state);
+  }
+}
+
+ReplayScope::~ReplayScope() {
+  if (gen_) {
+    std::lock_guard<std::mutex> lock(gen_->mutex());
+    gen_->set_state(outer_rng_);
+  }
+  outer_autocast_.apply();
+}
 
 // LibTorch up to 2.11 owns autograd nodes through std::shared_ptr (set_history takes one); later versions
 // through c10::intrusive_ptr. Detect which, so the backbone builds against the machine's PyTorch either way.

@@ -235,8 +235,7 @@ Unet2dConfig Unet2dConfig::from_json(const json& j, const std::string& origin) {
   const json& nah = r.get("num_attention_heads");
   c.num_heads = r.per_block(nah.is_null() ? "attention_head_dim" : "num_attention_heads", n);
   c.use_linear_projection = r.boolean("use_linear_projection");
-  const json& upcast = r.get("upcast_attention");
-  c.upcast_attention = upcast.is_boolean() && upcast.get<bool>();
+  r.require("upcast_attention", false, "fp32 attention scores, as SD 2.x configs ask");
 
   const json& aet = r.get("addition_embed_type");
   if (aet == "text_time") {

@@ -40,22 +40,17 @@ const BackboneRegistrar kRegistrar("unet2d", BackboneFactory{
 
 }  // namespace
 
-Unet2dBackbone::Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options)
+Unet2dBackbone::Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options, const std::string& origin)
     : config_json_(Unet2dConfig::to_diffusers_json(config)) {
-  Unet2dConfig cfg = Unet2dConfig::from_json(config);
+  Unet2dConfig cfg = Unet2dConfig::from_json(config, origin);
   model_ = Unet2dModel(cfg, at::TensorOptions().device(options.device).dtype(options.dtype));
 }
 
 std::unique_ptr<Unet2dBackbone> Unet2dBackbone::from_pretrained(const std::filesystem::path& folder,
                                                                 const BackboneOptions& options) {
   auto dir = model_io::resolve_model_dir(folder, "unet");
-  nlohmann::json config = model_io::read_json_file(dir / "config.json");
-  std::unique_ptr<Unet2dBackbone> b;
-  try {
-    b = std::make_unique<Unet2dBackbone>(config, options);
-  } catch (const ConfigError& e) {
-    throw ConfigError((dir / "config.json").string() + ": " + e.what());
-  }
+  const std::filesystem::path file = dir / "config.json";
+  auto b = std::make_unique<Unet2dBackbone>(model_io::read_json_file(file), options, file.string());
   b->load_weights(dir, options.variant);
   return b;
 }

@@ -39,7 +39,6 @@ struct Unet2dConfig {
   std::vector<int64_t> transformer_layers_per_block;  // per down block
   std::vector<int64_t> num_heads;                     // per down block (attention_head_dim's real meaning)
   bool use_linear_projection = false;
-  bool upcast_attention = false;
   bool text_time = false;                             // addition_embed_type == "text_time" (SDXL)
   int64_t addition_time_embed_dim = 0;
   int64_t projection_class_embeddings_input_dim = 0;

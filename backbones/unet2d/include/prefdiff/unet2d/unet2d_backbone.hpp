@@ -11,7 +11,8 @@ namespace prefdiff::unet2d {
 class Unet2dBackbone final : public Backbone {
  public:
   // Random init (PyTorch defaults) from a diffusers UNet config.json object.
-  Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options);
+  // `origin` names the config in errors (a file path when it came from one).
+  Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options, const std::string& origin = "config.json");
   // Config and weights from a diffusers pipeline root or its unet/ folder.
   static std::unique_ptr<Unet2dBackbone> from_pretrained(const std::filesystem::path& folder,
                                                          const BackboneOptions& options = {});
