@@ -129,6 +129,8 @@ TEST(ToyWorld, WorldStructure) {
   const WorldConfig& c = w.config();
   EXPECT_EQ(w.train_prompts(), (std::vector<int64_t>{0, 1, 2, 3}));
   EXPECT_EQ(w.heldout_prompts(), (std::vector<int64_t>{4}));
+  // Training pairs cycle through the training prompts in order.
+  for (int64_t i = 0; i < 11; ++i) EXPECT_EQ(w.train_pair_prompt(i), w.train_prompts()[static_cast<size_t>(i % 4)]) << i;
   const double D = static_cast<double>(w.latent_numel());
   for (int64_t k = 0; k < c.prompts; ++k) {
     // Embeddings are exactly float16 values (what shards store).

@@ -7,6 +7,7 @@
 
 #include "prefdiff/toy_world/evaluate.hpp"
 #include "prefdiff/toy_world/prepare.hpp"
+#include "eval_mode.hpp"
 
 namespace prefdiff::toy {
 namespace {
@@ -142,9 +143,7 @@ nlohmann::json evaluate(Backbone& policy, Backbone& reference, const World& worl
   Moments accuracy, margin, split_accuracy[2];
   {
     torch::NoGradGuard no_grad;
-    const bool policy_training = policy.module().is_training(), reference_training = reference.module().is_training();
-    policy.train(false);
-    reference.train(false);
+    const detail::EvalMode policy_eval(policy), reference_eval(reference);
     const int64_t N = static_cast<int64_t>(pairs.size());
     for (int64_t first = 0; first < N; first += cfg.batch_size) {
       const int64_t n = std::min(cfg.batch_size, N - first);
@@ -177,8 +176,6 @@ nlohmann::json evaluate(Backbone& policy, Backbone& reference, const World& worl
         margin.add(h);
       }
     }
-    policy.train(policy_training);
-    reference.train(reference_training);
   }
 
   nlohmann::json r = {{"win_rate", win.mean},

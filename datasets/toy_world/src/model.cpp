@@ -15,6 +15,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "eval_mode.hpp"
 #include "internal.hpp"
 #include "prefdiff/diffusion/ddim.hpp"
 #include "prefdiff/diffusion/sampler.hpp"
@@ -86,17 +87,6 @@ class SingleThread {
 
  private:
   int previous_;
-};
-
-// Keeps a module's training flag as it was.
-class EvalMode {
- public:
-  explicit EvalMode(Backbone& model) : model_(model), was_training_(model.module().is_training()) { model_.train(false); }
-  ~EvalMode() { model_.train(was_training_); }
-
- private:
-  Backbone& model_;
-  bool was_training_;
 };
 
 // Reference pretraining: epsilon-prediction denoising loss on fresh base samples every step, AdamW with a
@@ -259,7 +249,7 @@ std::vector<float> sample_model(Backbone& model, const World& world, const std::
   const int64_t N = static_cast<int64_t>(prompts.size()), D = world.latent_numel();
   std::vector<float> out(static_cast<size_t>(N * D));
   torch::NoGradGuard no_grad;
-  EvalMode eval(model);
+  detail::EvalMode eval(model);
   diffusion::DdimScheduler scheduler(schedule_config());
   const bool guided = guidance_scale > 1.0;
   const c10::Device device = model.device();

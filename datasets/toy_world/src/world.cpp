@@ -238,8 +238,9 @@ uint64_t World::pair_id(const char* split, int64_t index) const {
 }
 
 int64_t World::train_pair_prompt(int64_t index) const {
-  const std::vector<int64_t> train = train_prompts();
-  return train[static_cast<size_t>(index % static_cast<int64_t>(train.size()))];
+  // train_prompts() is 0 .. prompts - heldout_prompts - 1 (held-out prompts are the last ones), so its
+  // element at index % size is that number: no list per pair.
+  return index % (config_.prompts - config_.heldout_prompts);
 }
 
 Pair World::make_pair(uint64_t id, int64_t prompt, const float* a, const float* b, int64_t mode_a, int64_t mode_b,
