@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <thread>
 
 #include "prefdiff/backbone.hpp"
 #include "prefdiff/host/cli.hpp"
+#include "prefdiff/host/cores.hpp"
 #include "prefdiff/host/log.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/host/version.hpp"
@@ -107,7 +107,7 @@ void run_eval(const EvalArgs& args) {
   const long long recipe_threads = recipe.at("train").at("threads").get<long long>();
   const int threads = args.threads > 0 ? args.threads
                                        : (recipe_threads > 0 ? static_cast<int>(recipe_threads)
-                                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+                                                             : available_cores());
   at::set_num_threads(threads);
 
   const toy::WorldConfig world_config = toy::WorldConfig::from_json(recipe.at("data"));

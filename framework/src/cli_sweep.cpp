@@ -7,6 +7,8 @@
 #include <iostream>
 #include <set>
 
+#include <boost/dll/runtime_symbol_info.hpp>
+
 #include "prefdiff/host/cli.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/run/atomic_dir.hpp"
@@ -34,13 +36,6 @@ struct ReportArgs {
   uint64_t seed = 0;
   bool no_plots = false;
 };
-
-std::string self_executable() {
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) throw std::runtime_error("cannot find the prefdiff executable (/proc/self/exe: " + ec.message() + ")");
-  return self.string();
-}
 
 Diagnostic problem(SourceLocation where, const std::string& message) {
   Diagnostic d;
@@ -95,7 +90,7 @@ void run_sweep_command(CliContext& context, const SweepArgs& args) {
     return;
   }
   validate_jobs(context, jobs, spec);
-  const std::string prefdiff = self_executable();
+  const std::string prefdiff = boost::dll::program_location().string();
 
   if (!args.emit_slurm.empty()) {
     const int threads = std::max(1, spec.threads > 0 ? spec.threads : 1);

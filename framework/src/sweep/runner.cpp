@@ -2,8 +2,10 @@
 // output appended to <dir>/logs/<job>.log, the outcome in <dir>/jobs/<job>.json.
 #include "prefdiff/sweep/runner.hpp"
 
+#include "prefdiff/host/cores.hpp"
+#include "prefdiff/run/run_directory.hpp"
+
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -31,13 +33,6 @@ namespace {
 
 volatile sig_atomic_t g_stop = 0;
 void on_stop(int) { g_stop = 1; }
-
-std::string now_text() {
-  const std::time_t t = std::time(nullptr);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S%z", std::localtime(&t));
-  return buf;
-}
 
 std::string join(const std::vector<std::string>& args) {
   std::string s;
@@ -116,13 +111,6 @@ JobNeed job_need(const fs::path& run_dir) {
                                                    (*meta)["final_step"].get<int64_t>() == latest->step)
     return JobNeed::Eval;
   return JobNeed::Resume;
-}
-
-int available_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 int threads_per_job(const SweepSpec& spec, int jobs) {
@@ -215,7 +203,7 @@ RunSummary run_sweep(const SweepSpec& spec, const std::vector<Job>& jobs, const 
     const fs::path log_path = logs_dir(dir) / (job.name + ".log");
     const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) throw SweepError("cannot open " + log_path.string() + ": " + std::strerror(errno));
-    const std::string line = "==== " + now_text() + " " + header + ": " + join(args) + "\n";
+    const std::string line = "==== " + run::iso8601_now() + " " + header + ": " + join(args) + "\n";
     if (::write(fd, line.data(), line.size()) < 0) { /* the log header is informative only */ }
     std::vector<std::string> argv_storage = {options.prefdiff};
     argv_storage.insert(argv_storage.end(), args.begin(), args.end());
@@ -291,7 +279,7 @@ RunSummary run_sweep(const SweepSpec& spec, const std::vector<Job>& jobs, const 
     }
     r.pid = spawn(job, args, r.threads, "attempt " + std::to_string(r.attempt) + " " + (r.training ? "train" : "eval"));
     write_state(job, {{"name", job.name}, {"state", "running"}, {"stage", r.training ? "train" : "eval"},
-                      {"attempts", r.attempt}, {"pid", r.pid}, {"started", now_text()},
+                      {"attempts", r.attempt}, {"pid", r.pid}, {"started", run::iso8601_now()},
                       {"log", (fs::path("logs") / (job.name + ".log")).string()}});
     out << label(i) << ": " << r.stage_text << ", log " << (logs_dir(dir) / (job.name + ".log")).string() << "\n";
     running.push_back(r);
@@ -304,7 +292,7 @@ RunSummary run_sweep(const SweepSpec& spec, const std::vector<Job>& jobs, const 
     const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     const std::string log_rel = (fs::path("logs") / (job.name + ".log")).string();
     nlohmann::json state = {{"name", job.name}, {"attempts", r.attempt}, {"seconds", seconds},
-                            {"log", log_rel}, {"ended", now_text()}, {"stage", r.training ? "train" : "eval"}};
+                            {"log", log_rel}, {"ended", run::iso8601_now()}, {"stage", r.training ? "train" : "eval"}};
     if (ok && r.training && !g_stop) {  // on to evaluation, in the same slot
       r.training = false;
       const fs::path run_dir = runs_dir(dir) / job.name;

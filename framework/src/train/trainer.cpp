@@ -3,14 +3,12 @@
 // all-reduce, NaN policy, clipping, optimizer, EMA, metrics, validation, checkpoints.
 #include "prefdiff/train/trainer.hpp"
 
-#include <sched.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -20,6 +18,7 @@
 #include "prefdiff/data/pair_reader.hpp"
 #include "prefdiff/data/source_handle.hpp"
 #include "prefdiff/diffusion/noise_schedule.hpp"
+#include "prefdiff/host/cores.hpp"
 #include "prefdiff/host/distributed.hpp"
 #include "prefdiff/host/host_services.hpp"
 #include "prefdiff/host/log.hpp"
@@ -46,13 +45,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-int available_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 c10::ScalarType parse_dtype(const std::string& name) {
   if (name == "bfloat16") return torch::kBFloat16;

@@ -23,9 +23,6 @@ enum class JobNeed {
 JobNeed job_need(const std::filesystem::path& run_dir);
 const char* job_need_name(JobNeed need);
 
-// Usable cores (the affinity mask).
-int available_cores();
-
 struct RunOptions {
   std::string prefdiff;    // the prefdiff executable the jobs run
   int jobs = 0;            // parallel jobs; 0 = cores / threads (at least 1)
