@@ -43,15 +43,7 @@ void ObjectiveInstance::evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs
   if (inputs.model_l.size() != n || inputs.ref_w.size() != n || inputs.ref_l.size() != n ||
       (!inputs.timestep.empty() && inputs.timestep.size() != n))
     throw std::invalid_argument("objective inputs have different lengths");
-  conformance::Batch batch;
-  batch.model_w = inputs.model_w;
-  batch.model_l = inputs.model_l;
-  batch.ref_w = inputs.ref_w;
-  batch.ref_l = inputs.ref_l;
-  batch.timestep = inputs.timestep;
-  batch.step = inputs.step;
-  batch.global_count = inputs.global_count;
-  conformance::Evaluation result = impl_->evaluate(batch);
+  conformance::Evaluation result = impl_->evaluate(inputs);
   if (result.status != PD_OK)
     throw std::runtime_error("objective '" + plugin_.id() + "' failed (" + sdk::status_name(result.status) + "): " +
                              result.message);

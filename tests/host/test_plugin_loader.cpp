@@ -102,6 +102,39 @@ TEST(PluginRegistry, CollectsEveryBrokenPluginAndKeepsTheGoodOnes) {
   EXPECT_EQ(registry.ids(PD_KIND_OBJECTIVE), std::vector<std::string>{"test-objective"});
 }
 
+// Through the conformance kit: the global pair count reaches the plugin (ranks' batch-mean objectives),
+// and a plugin's state failures come back in the host's words with the plugin's own message.
+TEST(ObjectiveSet, ForwardsTheGlobalCountAndWordsStateFailures) {
+  PluginRegistry registry;
+  registry.scan({plugin_dir("test_state_fails")});
+  ObjectiveInstance instance(*registry.find("test-state-fails"), nlohmann::json::object());
+  ObjectiveInputs in;
+  in.model_w = {0.10, 0.20};
+  in.model_l = {0.12, 0.18};
+  in.ref_w = {0.11, 0.19};
+  in.ref_l = {0.11, 0.19};
+  ObjectiveOutputs out;
+  instance.evaluate(in, out);
+  EXPECT_EQ(out.diagnostics.at("global_count"), 2.0);  // 0: this batch is the whole batch
+  in.global_count = 6;
+  instance.evaluate(in, out);
+  EXPECT_EQ(out.diagnostics.at("global_count"), 6.0);
+
+  ASSERT_TRUE(instance.stateful());
+  try {
+    instance.save_state();
+    FAIL() << "expected a save_state failure";
+  } catch (const std::runtime_error& e) {
+    expect_contains(e.what(), "objective 'test-state-fails' could not save its state: the test state cannot be saved");
+  }
+  try {
+    instance.load_state("anything");
+    FAIL() << "expected a load_state failure";
+  } catch (const std::runtime_error& e) {
+    expect_contains(e.what(), "objective 'test-state-fails' could not load its state: the test state cannot be loaded");
+  }
+}
+
 TEST(ObjectiveSet, SumsWeightedObjectives) {
   PluginRegistry registry;
   registry.scan({plugin_dir("test_objective")});

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "prefdiff/conformance.hpp"
+#include "prefdiff/sdk.hpp"
 
 namespace prefdiff::conformance {
 namespace {
@@ -80,15 +81,16 @@ std::vector<pd_param_value> resolve_params(const pd_plugin_descriptor& plugin,
 ObjectiveInstance::ObjectiveInstance(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params,
                                      const pd_host_services* host)
     : functions_(&objective_functions(plugin)) {
-  char message[2048] = "";
-  pd_error error{sizeof(pd_error), sizeof(message), message};
+  sdk::ErrorBuffer error;
   const pd_status status = functions_->create(host, params.empty() ? nullptr : params.data(),
-                                              static_cast<uint32_t>(params.size()), &instance_, &error);
-  if (status != PD_OK || instance_ == nullptr)
+                                              static_cast<uint32_t>(params.size()), &instance_, error.get());
+  if (status != PD_OK || instance_ == nullptr) {
+    const std::string message = error.message();
     throw PluginError(status != PD_OK ? status : PD_ERR_INTERNAL,
                       "create() of plugin '" + plugin_name(plugin) + "' failed: " +
-                          (message[0] != '\0' ? message : "no message (status " + std::to_string(status) + ")"),
+                          (!message.empty() ? message : std::string("no message (") + sdk::status_name(status) + ")"),
                       message);
+  }
 }
 
 ObjectiveInstance::~ObjectiveInstance() {
@@ -126,25 +128,23 @@ Evaluation ObjectiveInstance::evaluate(const Batch& batch) {
   outputs.margin = result.margin.data();
   outputs.diagnostics = result.diagnostics.empty() ? nullptr : result.diagnostics.data();
 
-  char message[2048] = "";
-  pd_error error{sizeof(pd_error), sizeof(message), message};
-  result.status = functions_->evaluate(instance_, &inputs, &outputs, &error);
-  result.message = message;
+  sdk::ErrorBuffer error;
+  result.status = functions_->evaluate(instance_, &inputs, &outputs, error.get());
+  result.message = error.message();
   return result;
 }
 
 std::string ObjectiveInstance::save_state() {
   if (functions_->save_state == nullptr) throw PluginError(PD_ERR_UNSUPPORTED, "the plugin has no save_state");
-  char message[2048] = "";
-  pd_error error{sizeof(pd_error), sizeof(message), message};
+  sdk::ErrorBuffer error;
   size_t size = 0;
-  pd_status status = functions_->save_state(instance_, nullptr, &size, &error);
+  pd_status status = functions_->save_state(instance_, nullptr, &size, error.get());
   if (status != PD_OK && status != PD_ERR_BUFFER_TOO_SMALL)
-    throw PluginError(status, std::string("save_state (size query) failed: ") + message, message);
+    throw PluginError(status, "save_state (size query) failed: " + error.message(), error.message());
   std::string state(size, '\0');
-  message[0] = '\0';  // a size query may leave a message behind
-  status = functions_->save_state(instance_, state.empty() ? nullptr : &state[0], &size, &error);
-  if (status != PD_OK) throw PluginError(status, std::string("save_state failed: ") + message, message);
+  error.reset();  // a size query may leave a message behind
+  status = functions_->save_state(instance_, state.empty() ? nullptr : &state[0], &size, error.get());
+  if (status != PD_OK) throw PluginError(status, "save_state failed: " + error.message(), error.message());
   state.resize(size);
   return state;
 }
@@ -154,10 +154,9 @@ pd_status ObjectiveInstance::load_state(const std::string& state, std::string* m
     if (message_out != nullptr) *message_out = "the plugin has no load_state";
     return PD_ERR_UNSUPPORTED;
   }
-  char message[2048] = "";
-  pd_error error{sizeof(pd_error), sizeof(message), message};
-  const pd_status status = functions_->load_state(instance_, state.data(), state.size(), &error);
-  if (message_out != nullptr) *message_out = message;
+  sdk::ErrorBuffer error;
+  const pd_status status = functions_->load_state(instance_, state.data(), state.size(), error.get());
+  if (message_out != nullptr) *message_out = error.message();
   return status;
 }
 

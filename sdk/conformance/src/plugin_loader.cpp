@@ -5,6 +5,7 @@
 #include <string>
 
 #include "prefdiff/conformance.hpp"
+#include "prefdiff/sdk.hpp"
 
 namespace prefdiff::conformance {
 
@@ -24,13 +25,12 @@ LoadedPlugin load_plugin(const std::string& path, const pd_host_services* host) 
                                            "PREFDIFF_EXPORT_OBJECTIVE, or exporting the entry point by hand)");
   pd_entry_fn entry = reinterpret_cast<pd_entry_fn>(symbol);
 
-  char message[2048] = "";
-  pd_error error{sizeof(pd_error), sizeof(message), message};
+  sdk::ErrorBuffer error;
   const pd_plugin_descriptor* descriptor = nullptr;
-  const pd_status status = entry(PD_ABI_MAJOR, PD_ABI_MINOR, host, &descriptor, &error);
+  const pd_status status = entry(PD_ABI_MAJOR, PD_ABI_MINOR, host, &descriptor, error.get());
   if (status != PD_OK)
-    throw PluginError(status, "plugin '" + path + "' refused to load (status " + std::to_string(status) +
-                                  "): " + (message[0] != '\0' ? message : "no message"));
+    throw PluginError(status, "plugin '" + path + "' refused to load (" + sdk::status_name(status) +
+                                  "): " + (error.message().empty() ? std::string("no message") : error.message()));
   if (descriptor == nullptr)
     throw PluginError(PD_ERR_INTERNAL, "plugin '" + path + "' returned PD_OK but no descriptor");
   if (descriptor->struct_size < offsetof(pd_plugin_descriptor, functions) + sizeof(descriptor->functions))

@@ -1,5 +1,6 @@
 // A valid objective for host tests, independent of the first-party plugins: DPO scaled by `scale`,
-// with one parameter of every schema type.
+// with one parameter of every schema type, and the batch's global pair count as a diagnostic.
+// TEST_PLUGIN_THROWS: create() refuses; TEST_PLUGIN_STATE_FAILS: stateful, but saving and loading fail.
 #include <prefdiff/objective_math.hpp>
 #include <prefdiff/sdk.hpp>
 
@@ -24,7 +25,10 @@ class TestObjective final : public Objective {
                    ParamSpec::integer("count", 3, "An integer.").min(1),
                    ParamSpec::boolean("flag", false, "A flag."),
                    ParamSpec::string("table_path", "", "A path.").path().optional()};
-    info.diagnostics = {"scale"};
+    info.diagnostics = {"scale", "global_count"};
+#ifdef TEST_PLUGIN_STATE_FAILS
+    info.capabilities |= PD_CAP_STATEFUL;
+#endif
     return info;
   }
   TestObjective(const Params& params, const Host&) : scale_(params.number("scale")) {
@@ -40,7 +44,12 @@ class TestObjective final : public Objective {
       math::write_margin_gradient(5000.0, scale_ * (math::sigmoid(out.margin[i]) - 1.0), i, out);
     }
     out.diagnostics[0] = scale_;
+    out.diagnostics[1] = static_cast<double>(batch.global_count);
   }
+#ifdef TEST_PLUGIN_STATE_FAILS
+  std::string save_state() const override { throw Error(PD_ERR_INTERNAL, "the test state cannot be saved"); }
+  void load_state(const std::string&) override { throw Error(PD_ERR_INVALID_ARGUMENT, "the test state cannot be loaded"); }
+#endif
 
  private:
   double scale_;

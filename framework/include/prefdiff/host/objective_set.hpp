@@ -9,13 +9,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "prefdiff/conformance.hpp"
 #include "prefdiff/host/plugin_registry.hpp"
 #include "prefdiff/objective.h"
 
 namespace prefdiff {
-namespace conformance {
-class ObjectiveInstance;
-}
 
 struct Recipe;
 
@@ -26,12 +24,9 @@ struct ObjectiveOutputs {
   void resize(size_t count);
 };
 
-// Plain host vectors of one micro-batch (this rank's pairs).
-struct ObjectiveInputs {
-  std::vector<double> model_w, model_l, ref_w, ref_l, timestep;
-  int64_t step = 0;
-  uint64_t global_count = 0;  // pairs over all ranks; 0 = this rank's count
-};
+// Plain host vectors of one micro-batch (this rank's pairs): the conformance kit's Batch, which the
+// instances below hand to the plugin as they are (global_count: pairs over all ranks; 0 = this rank's).
+using ObjectiveInputs = conformance::Batch;
 
 class ObjectiveInstance {
  public:
