@@ -482,7 +482,8 @@ run.seed = [0, 1, 2]
       EXPECT_NE(read(spec.output_dir / "logs" / (j.name + ".log")).find("boom: training failed"), std::string::npos);
     }
   }
-  EXPECT_TRUE(fs::exists(spec.output_dir / "sweep.toml"));
+  ASSERT_FALSE(spec.text.empty());
+  EXPECT_EQ(read(spec.output_dir / "sweep.toml"), spec.text);  // the text that was parsed
   EXPECT_TRUE(fs::exists(spec.output_dir / "sweep.json"));
 
   // Again: finished jobs are skipped; failed ones run again (their folders do not exist: fresh starts).

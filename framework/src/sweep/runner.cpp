@@ -144,12 +144,7 @@ RunSummary run_sweep(const SweepSpec& spec, const std::vector<Job>& jobs, const 
   SweepLock lock(dir);
   for (const fs::path& p : {runs_dir(dir), logs_dir(dir), states_dir(dir)}) fs::create_directories(p);
   write_plan(spec, jobs);
-  {
-    std::ifstream src(spec.file, std::ios::binary);
-    std::stringstream text;
-    text << src.rdbuf();
-    run::atomic_write_file(dir / "sweep.toml", text.str());
-  }
+  run::atomic_write_file(dir / "sweep.toml", spec.text);  // the text that was parsed, not a second read
 
   RunSummary summary;
   const int cores = available_cores();

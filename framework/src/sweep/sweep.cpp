@@ -166,6 +166,7 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
   std::vector<std::string> problems;
   SweepSpec spec;
   spec.file = file;
+  spec.text = toml_text;
   check_known(root, {"sweep"}, "top level:", file, problems);
   const toml::table* sweep = root["sweep"].as_table();
   if (sweep == nullptr) throw SweepError(file.string() + ": no [sweep] table; HINT: see docs/sweeps.md for the format");

@@ -47,6 +47,7 @@ struct Comparison {
 
 struct SweepSpec {
   std::filesystem::path file;        // the sweep file (absolute)
+  std::string text;                  // its TOML text as parsed (copied into the sweep folder as sweep.toml)
   std::string name;                  // [sweep] name, default: the file's stem
   std::filesystem::path recipe;      // base recipe (absolute; relative in the file = to the file)
   std::filesystem::path output_dir;  // absolute; default runs/sweeps/<name> under the working directory
