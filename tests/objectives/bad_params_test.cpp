@@ -1,6 +1,8 @@
 // create() refuses bad parameters with a message naming the key, the value or range, and the fix.
 #include "plugin_fixture.hpp"
 
+#include <cmath>
+
 namespace prefdiff_test {
 namespace {
 
@@ -62,6 +64,16 @@ TEST(BadParams, AlphaDpo) {
   expect_mentions(refusal("alpha_dpo", {text("alpha_mode", "fixed"), real("alpha", 0.0)}), {"'alpha'", "(0, 1)"});
   expect_mentions(refusal("alpha_dpo", {real("alpha", 0.5)}), {"'alpha'", "only used with alpha_mode"});
   expect_mentions(refusal("alpha_dpo", {integer("start_step", -2)}), {"'start_step'", "-2"});
+}
+
+// The SDK's Params refuses these for every plugin, whatever its own range checks.
+TEST(BadParams, NonFiniteNumbersAndFractionalIntegers) {
+  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo"})
+    expect_mentions(refusal(stem, {real("beta", INFINITY)}), {"'beta'", "inf", "not a finite number"});
+  expect_mentions(refusal("holder_dpo", {real("gamma", NAN)}), {"'gamma'", "not a finite number"});
+  pd_param_value fractional = integer("start_step", 0);
+  fractional.number = 2.7;
+  expect_mentions(refusal("alpha_dpo", {fractional}), {"'start_step'", "2.7", "not a whole number"});
 }
 
 TEST(BadParams, GoodValuesAreAccepted) {

@@ -185,8 +185,22 @@ class Params {
   Params(const pd_param_value* values, uint32_t count) : values_(values, values + count) {}
 
   bool has(std::string_view name) const { return find(name) != nullptr; }
-  double number(std::string_view name) const { return require(name).number; }
-  long long integer(std::string_view name) const { return static_cast<long long>(require(name).number); }
+  // Non-finite numbers and fractional integers are refused here, for every plugin and every caller (the
+  // host checks recipes; a direct C caller may pass anything): no plugin has to remember it.
+  double number(std::string_view name) const {
+    const double value = require(name).number;
+    if (!std::isfinite(value))
+      throw Error(PD_ERR_INVALID_ARGUMENT, "parameter '" + std::string(name) + "' = " + std::to_string(value) +
+                                               " is not a finite number; HINT: give a finite value");
+    return value;
+  }
+  long long integer(std::string_view name) const {
+    const double value = require(name).number;
+    if (!std::isfinite(value) || value != std::trunc(value))
+      throw Error(PD_ERR_INVALID_ARGUMENT, "parameter '" + std::string(name) + "' = " + std::to_string(value) +
+                                               " is not a whole number; HINT: give an integer");
+    return static_cast<long long>(value);
+  }
   bool boolean(std::string_view name) const { return require(name).number != 0.0; }
   std::string string(std::string_view name) const {
     const pd_param_value& v = require(name);
