@@ -43,8 +43,6 @@ std::vector<int64_t> col_shape(at::IntArrayRef s) {
   return c;
 }
 
-at::Tensor rms(const at::Tensor& t) { return t.norm() / std::sqrt(static_cast<double>(t.numel())); }
-
 class Adafactor final : public Optimizer {
  public:
   Adafactor(const NamedTensors& named_parameters, const AdafactorOptions& o) : options_(o) {
@@ -59,47 +57,35 @@ class Adafactor final : public Optimizer {
     }));
   }
 
+  // Each parameter with a gradient takes one step. Batched: parameters of one shape, dtype, device and step
+  // are updated together (stacked, in chunks); otherwise one at a time. Same arithmetic either way.
   void step() override {
     c10::NoGradGuard no_grad;
-    if (batched_) {
-      batched_step();
-      return;
-    }
+    std::map<std::tuple<std::vector<int64_t>, int, int, int, int64_t>, std::vector<size_t>> groups;
     for (size_t i = 0; i < params_.size(); ++i) {
-      at::Tensor& p = params_[i];
-      const at::Tensor& grad = p.grad();
-      if (!grad.defined()) continue;
-      if (grad.is_sparse()) throw OptimError("adafactor: parameter '" + names_[i] + "' has a sparse gradient; Adafactor needs dense gradients");
-      const at::ScalarType dt = compute_dtype(p);
-      const at::Tensor g = grad.to(dt);  // no copy when already in the compute dtype; never written to
+      const at::Tensor& p = params_[i];
+      if (!p.grad().defined()) continue;
+      if (p.grad().is_sparse())
+        throw OptimError("adafactor: parameter '" + names_[i] + "' has a sparse gradient; Adafactor needs dense gradients");
       FactorState& s = states_[i];
-      const bool factored = p.dim() >= 2;
-      if (!(factored ? s.row.defined() : s.full.defined())) init_state(s, p);
-
+      if (!(p.dim() >= 2 ? s.row.defined() : s.full.defined())) init_state(s, p);
       s.step += 1;
-      const double beta2t = 1.0 - std::pow(static_cast<double>(s.step), options_.decay_rate);
-      const at::Tensor g2 = g.square().add_(options_.eps1);
-      at::Tensor u;
-      if (factored) {
-        s.row.mul_(beta2t).add_(g2.mean(-1), 1.0 - beta2t);
-        s.col.mul_(beta2t).add_(g2.mean(-2), 1.0 - beta2t);
-        // 1/sqrt(V) = rsqrt(R / mean(R)) (column vector) * rsqrt(C) (row vector).
-        const at::Tensor r_inv = (s.row / s.row.mean(-1, /*keepdim=*/true)).rsqrt_().unsqueeze(-1);
-        const at::Tensor c_inv = s.col.unsqueeze(-2).rsqrt();
-        u = r_inv.mul(c_inv).mul_(g);
-      } else {
-        s.full.mul_(beta2t).add_(g2, 1.0 - beta2t);
-        u = s.full.rsqrt().mul_(g);
+      if (!batched_) {
+        update_group({i}, s.step);
+        continue;
       }
-      u.div_((rms(u) / options_.clip_threshold).clamp_min_(1.0));
-      u.mul_(options_.lr);
-
-      // Decoupled decay on the pre-update weights, then the update, in the compute dtype.
-      const bool same = p.scalar_type() == dt;
-      at::Tensor w = same ? p : p.to(dt);
-      if (options_.weight_decay != 0.0) w.add_(w, -options_.weight_decay * options_.lr);
-      w.sub_(u);
-      if (!same) p.copy_(w);
+      const at::Device d = p.device();
+      groups[{p.sizes().vec(), static_cast<int>(p.scalar_type()), static_cast<int>(d.type()), d.index(), s.step}]
+          .push_back(i);
+    }
+    constexpr int64_t kChunkElements = int64_t{1} << 26;  // bounds the stacked copies' memory (256 MB in float32)
+    for (const auto& [key, members] : groups) {
+      const int64_t numel = std::max<int64_t>(params_[members.front()].numel(), 1);
+      const size_t per_chunk = static_cast<size_t>(std::max<int64_t>(1, kChunkElements / numel));
+      for (size_t start = 0; start < members.size(); start += per_chunk)
+        update_group(std::vector<size_t>(members.begin() + static_cast<std::ptrdiff_t>(start),
+                                         members.begin() + static_cast<std::ptrdiff_t>(std::min(members.size(), start + per_chunk))),
+                     std::get<4>(key));
     }
   }
 
@@ -161,33 +147,9 @@ class Adafactor final : public Optimizer {
   }
 
  private:
-  // The same update as the loop in step(), for parameters grouped by (shape, dtype, device, step): each
-  // group's gradients and states are stacked into one tensor with a leading group dimension, updated with
-  // the same operations, and written back with multi-tensor copies. Reductions (row/column means, the RMS)
-  // run per parameter along the stacked dimensions, so results match the loop to rounding order.
-  void batched_step() {
-    std::map<std::tuple<std::vector<int64_t>, int, std::string, int64_t>, std::vector<size_t>> groups;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const at::Tensor& p = params_[i];
-      if (!p.grad().defined()) continue;
-      if (p.grad().is_sparse())
-        throw OptimError("adafactor: parameter '" + names_[i] + "' has a sparse gradient; Adafactor needs dense gradients");
-      FactorState& s = states_[i];
-      if (!(p.dim() >= 2 ? s.row.defined() : s.full.defined())) init_state(s, p);
-      s.step += 1;
-      groups[{p.sizes().vec(), static_cast<int>(p.scalar_type()), p.device().str(), s.step}].push_back(i);
-    }
-    constexpr int64_t kChunkElements = int64_t{1} << 26;  // bounds the stacked copies' memory (256 MB in float32)
-    for (const auto& [key, members] : groups) {
-      const int64_t numel = std::max<int64_t>(params_[members.front()].numel(), 1);
-      const size_t per_chunk = static_cast<size_t>(std::max<int64_t>(1, kChunkElements / numel));
-      for (size_t start = 0; start < members.size(); start += per_chunk)
-        update_group(std::vector<size_t>(members.begin() + static_cast<std::ptrdiff_t>(start),
-                                         members.begin() + static_cast<std::ptrdiff_t>(std::min(members.size(), start + per_chunk))),
-                     std::get<3>(key));
-    }
-  }
-
+  // The update of `members` (one parameter, or several of one shape, dtype, device and step), stacked along
+  // a leading dimension: reductions (row/column means, the RMS) run per parameter, so a group computes what
+  // its members would one by one. A single parameter is a view, not a copy, and updates its state in place.
   void update_group(const std::vector<size_t>& members, int64_t step) {
     const at::Tensor& first = params_[members.front()];
     const at::ScalarType dt = compute_dtype(first);
@@ -204,24 +166,31 @@ class Adafactor final : public Optimizer {
         fulls.push_back(states_[i].full);
       }
     }
+    const bool single = k == 1;
+    auto stacked = [&](const std::vector<at::Tensor>& ts) { return single ? ts.front().unsqueeze(0) : at::stack(ts); };
+    // Stacked states are copies: write them back (a single parameter's view already is the state).
+    auto write_back = [&](std::vector<at::Tensor>& states, const at::Tensor& updated) {
+      if (!single) at::_foreach_copy_(states, updated.unbind(0));
+    };
     const double beta2t = 1.0 - std::pow(static_cast<double>(step), options_.decay_rate);
-    const at::Tensor g = at::stack(grads);
+    const at::Tensor g = stacked(grads);
     grads.clear();
     const at::Tensor g2 = g.square().add_(options_.eps1);
     at::Tensor u;
     if (factored) {
-      at::Tensor row = at::stack(rows), col = at::stack(cols);
+      at::Tensor row = stacked(rows), col = stacked(cols);
       row.mul_(beta2t).add_(g2.mean(-1), 1.0 - beta2t);
       col.mul_(beta2t).add_(g2.mean(-2), 1.0 - beta2t);
-      at::_foreach_copy_(rows, row.unbind(0));
-      at::_foreach_copy_(cols, col.unbind(0));
+      write_back(rows, row);
+      write_back(cols, col);
+      // 1/sqrt(V) = rsqrt(R / mean(R)) (column vector) * rsqrt(C) (row vector).
       const at::Tensor r_inv = (row / row.mean(-1, /*keepdim=*/true)).rsqrt_().unsqueeze(-1);
       const at::Tensor c_inv = col.unsqueeze(-2).rsqrt();
       u = r_inv.mul(c_inv).mul_(g);
     } else {
-      at::Tensor full = at::stack(fulls);
+      at::Tensor full = stacked(fulls);
       full.mul_(beta2t).add_(g2, 1.0 - beta2t);
-      at::_foreach_copy_(fulls, full.unbind(0));
+      write_back(fulls, full);
       u = full.rsqrt().mul_(g);
     }
     // Per parameter: RMS over all but the stacked dimension.
@@ -232,6 +201,7 @@ class Adafactor final : public Optimizer {
     u.div_((rms / options_.clip_threshold).clamp_min_(1.0).reshape(per_param));
     u.mul_(options_.lr);
 
+    // Decoupled decay on the pre-update weights, then the update, in the compute dtype.
     const bool same = first.scalar_type() == dt;
     std::vector<at::Tensor> w = params;
     if (!same)
