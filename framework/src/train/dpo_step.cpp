@@ -67,12 +67,16 @@ DpoStepResult DpoStep::run(const DpoBatch& batch, std::optional<double> grad_sca
   }
 
   DpoStepResult result;
-  const std::vector<double> model = to_doubles(model_mse), ref = to_doubles(ref_mse);
-  result.errors.model_w.assign(model.begin(), model.begin() + pairs);
-  result.errors.model_l.assign(model.begin() + pairs, model.end());
-  result.errors.ref_w.assign(ref.begin(), ref.begin() + pairs);
-  result.errors.ref_l.assign(ref.begin() + pairs, ref.end());
-  result.errors.timestep = to_doubles(batch.timesteps);
+  // One device-to-host copy (one sync) for what the objective reads: model MSEs, reference MSEs, timesteps
+  // (integers below 2^24, exact in float32).
+  const std::vector<double> host = to_doubles(
+      torch::cat({model_mse.detach(), ref_mse, batch.timesteps.to(model_mse.device(), torch::kFloat32)}));
+  const auto part = [&](int64_t index) { return host.begin() + index * pairs; };
+  result.errors.model_w.assign(part(0), part(1));
+  result.errors.model_l.assign(part(1), part(2));
+  result.errors.ref_w.assign(part(2), part(3));
+  result.errors.ref_l.assign(part(3), part(4));
+  result.errors.timestep.assign(part(4), part(5));
   result.errors.step = step;
   result.errors.global_count = global_pairs;
   objectives_.evaluate(result.errors, result.objective);
