@@ -38,9 +38,11 @@ GradNormResult clip_grad_norm(const std::vector<at::Tensor>& parameters, double 
   result.finite = std::isfinite(result.total_norm);
   if (!result.finite || max_norm == 0.0) return result;
 
-  const at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-  result.coefficient = coef.item<double>();
+  // The coefficient as the device computes it (float32), known on the host without a second sync.
+  const float host_coef = std::min(1.0f, static_cast<float>(max_norm) / (static_cast<float>(result.total_norm) + 1e-6f));
+  result.coefficient = host_coef;
   if (result.coefficient < 1.0) {
+    const at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
     if (uniform)
       at::_foreach_mul_(grads, coef);  // as PyTorch: the float32 coefficient, whatever the gradient dtype
     else
