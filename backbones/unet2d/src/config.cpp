@@ -2,6 +2,8 @@
 // used/ignored/refused policy of the spec. Problems are collected and reported together.
 #include "prefdiff/unet2d/config.hpp"
 
+#include "prefdiff/host/did_you_mean.hpp"
+
 #include <algorithm>
 #include <set>
 #include <sstream>
@@ -65,18 +67,6 @@ const json& defaults() {
       {"addition_embed_type_num_heads", 64},
   };
   return d;
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
 }
 
 class Reader {
@@ -160,16 +150,12 @@ json Unet2dConfig::to_diffusers_json(const json& source) {
 Unet2dConfig Unet2dConfig::from_json(const json& j, const std::string& origin) {
   std::vector<std::string> problems;
   if (!j.is_object()) throw ConfigError(origin + ": the UNet config must be a JSON object");
+  std::vector<std::string> known;
+  for (auto d = defaults().begin(); d != defaults().end(); ++d) known.push_back(d.key());
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     if (k.empty() || k[0] == '_' || defaults().contains(k)) continue;
-    std::string best;
-    size_t best_d = 4;
-    for (auto d = defaults().begin(); d != defaults().end(); ++d) {
-      size_t dist = edit_distance(k, d.key());
-      if (dist < best_d) best_d = dist, best = d.key();
-    }
-    problems.push_back("unknown key '" + k + "'" + (best.empty() ? "" : " (did you mean '" + best + "'?)"));
+    problems.push_back("unknown key '" + k + "'" + did_you_mean(k, known));
   }
   if (j.contains("_class_name") && j["_class_name"] != "UNet2DConditionModel")
     problems.push_back("'_class_name' is " + j["_class_name"].dump() + ", expected \"UNet2DConditionModel\"");
