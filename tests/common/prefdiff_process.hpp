@@ -18,12 +18,30 @@
 
 namespace prefdiff::testing {
 
+// The folders fresh_dir made: removed when the test program ends with every test passed, kept (for a
+// look at the logs and run folders) when one failed. Training tests leave ~50 MB each otherwise.
+struct ScratchFolders {
+  std::vector<std::filesystem::path> dirs;
+  ~ScratchFolders() {
+    if (!::testing::UnitTest::GetInstance()->Passed()) return;
+    for (const auto& dir : dirs) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  }
+};
+inline ScratchFolders& scratch_folders() {
+  static ScratchFolders folders;
+  return folders;
+}
+
 // An empty folder under the test's temporary directory, unique per process.
 inline std::filesystem::path fresh_dir(const std::string& prefix, const std::string& name) {
   const std::filesystem::path dir =
       std::filesystem::path(::testing::TempDir()) / (prefix + "_" + name + "_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  scratch_folders().dirs.push_back(dir);
   return dir;
 }
 
