@@ -6,7 +6,7 @@
 #include <fstream>
 #include <random>
 
-#include "golden_util.hpp"
+#include "common/golden.hpp"
 #include "prefdiff/model_io/diffusers_folder.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
 

@@ -8,7 +8,7 @@
 #include <map>
 #include <set>
 
-#include "golden_util.hpp"
+#include "common/golden.hpp"
 #include "test_target.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
 #include "prefdiff/unet2d/unet2d_backbone.hpp"

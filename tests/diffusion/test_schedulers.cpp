@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "golden_util.hpp"
+#include "common/golden.hpp"
 #include "prefdiff/diffusion/ddim.hpp"
 #include "prefdiff/diffusion/euler.hpp"
 #include "prefdiff/diffusion/noise_schedule.hpp"
