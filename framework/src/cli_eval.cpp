@@ -116,8 +116,11 @@ void run_eval(const EvalArgs& args) {
   fs::path reference_folder;
   if (fs::exists(run_dir / "run.json")) {
     const nlohmann::json meta = model_io::read_json_file(run_dir / "run.json", "HINT: the run folder is damaged");
-    if (meta.contains("toy_world") && meta["toy_world"].contains("reference_model")) {
-      const fs::path p = meta["toy_world"]["reference_model"].get<std::string>();
+    // The data source's attribute; "toy_world" in run folders written before data sources were generic.
+    const nlohmann::json where = meta.contains("data_source") ? meta["data_source"].value("attributes", nlohmann::json::object())
+                                                              : meta.value("toy_world", nlohmann::json::object());
+    if (where.contains("reference_model")) {
+      const fs::path p = where["reference_model"].get<std::string>();
       if (fs::exists(p / "config.json")) reference_folder = p;
       else log::info("eval: the run's reference " + p.string() + " is gone; preparing the world's reference again");
     }

@@ -3,7 +3,8 @@
 #include <iostream>
 
 #include "prefdiff/host/cli.hpp"
-#include "prefdiff/host/did_you_mean.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
+#include "prefdiff/host/param_json.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/objective.h"
 
@@ -17,24 +18,24 @@ void print_problems(const PluginRegistry& registry, CliContext& context) {
   }
 }
 
-const LoadedPlugin& require_plugin(CliContext& context, const std::string& id) {
+const PluginLibrary& require_plugin(CliContext& context, const std::string& id) {
   PluginRegistry& registry = context.registry();
-  if (const LoadedPlugin* plugin = registry.find(id)) return *plugin;
+  if (const PluginLibrary* plugin = registry.find(id)) return *plugin;
   std::vector<std::string> ids;
-  for (const LoadedPlugin& p : registry.plugins()) ids.push_back(p.id());
-  throw PluginLoadError("no plugin with id '" + id + "' on the plugin path" + did_you_mean(id, ids) +
+  for (const PluginLibrary& p : registry.plugins()) ids.push_back(p.id());
+  throw PluginLoadError(PD_ERR_INVALID_ARGUMENT, "no plugin with id '" + id + "' on the plugin path" + did_you_mean(id, ids) +
                         ". HINT: `prefdiff plugins list` shows what was found and where it looked");
 }
 
-std::string default_text(const KeySpec& k) {
-  if (k.default_value.is_null()) return "(unset)";
-  return k.default_value.dump();
+std::string default_text(const instance::ParamSpec& k) {
+  if (!k.default_value) return "(unset)";
+  return value_to_json(*k.default_value).dump();
 }
 
 void list(CliContext& context) {
   PluginRegistry& registry = context.registry();
   std::printf("%-16s %-15s %-9s %-5s %s\n", "ID", "KIND", "VERSION", "ABI", "PATH");
-  for (const LoadedPlugin& p : registry.plugins())
+  for (const PluginLibrary& p : registry.plugins())
     std::printf("%-16s %-15s %-9s %u.%-3u %s\n", p.id().c_str(), kind_name(p.kind()), p.descriptor->version,
                 p.descriptor->abi_major, p.descriptor->abi_minor, p.path.c_str());
   if (registry.plugins().empty()) {
@@ -46,7 +47,7 @@ void list(CliContext& context) {
 }
 
 void describe(CliContext& context, const std::string& id) {
-  const LoadedPlugin& p = require_plugin(context, id);
+  const PluginLibrary& p = require_plugin(context, id);
   const pd_plugin_descriptor& d = *p.descriptor;
   std::printf("%s (%s) %s\n  %s\n", d.id, kind_name(p.kind()), d.version, d.summary ? d.summary : "");
   std::printf("  citation:        %s\n", d.citation ? d.citation : "");
@@ -64,8 +65,8 @@ void describe(CliContext& context, const std::string& id) {
   }
   std::printf("  parameters:\n");
   if (p.params.empty()) std::printf("    (none)\n");
-  for (const KeySpec& k : p.params) {
-    std::printf("    %-14s %-8s default %-12s %s\n", k.name.c_str(), value_type_name(k.type), default_text(k).c_str(),
+  for (const instance::ParamSpec& k : p.params) {
+    std::printf("    %-14s %-8s default %-12s %s\n", k.name.c_str(), instance::value_type_name(k.type), default_text(k).c_str(),
                 k.describe_range().c_str());
     if (!k.doc.empty()) std::printf("        %s\n", k.doc.c_str());
     if (!k.range_note.empty()) std::printf("        note: %s\n", k.range_note.c_str());

@@ -5,6 +5,7 @@
 
 #include "prefdiff/host/cli.hpp"
 #include "prefdiff/host/objective_set.hpp"
+#include "prefdiff/host/param_json.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/host/recipe_schema.hpp"
 #include "prefdiff/host/version.hpp"
@@ -36,17 +37,18 @@ void print_schema() {
     std::printf("\n## [%s%s]\n\n%s%s\n\n", s.allow_array ? "[" : "", s.name.c_str(), s.doc.c_str(),
                 s.component ? " Plugin parameters go in the same table, next to `id`." : "");
     std::printf("| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n");
-    for (const KeySpec& k : s.keys)
-      std::printf("| `%s` | %s | %s | %s | %s |\n", k.name.c_str(), value_type_name(k.type),
-                  k.default_value.is_null() ? "(unset)" : ("`" + k.default_value.dump() + "`").c_str(),
-                  k.describe_range().c_str(), k.doc.c_str());
+    for (const ParamSpec& k : s.keys) {
+      std::string default_text = "(unset)";
+      if (k.default_value) default_text.assign("`").append(value_to_json(*k.default_value).dump()).append("`");
+      std::printf("| `%s` | %s | %s | %s | %s |\n", k.name.c_str(), instance::value_type_name(k.type),
+                  default_text.c_str(), k.describe_range().c_str(), k.doc.c_str());
+    }
   }
 }
 
 void dry_run(CliContext& context, const RecipeArgs& args) {
-  const Recipe recipe = load(context, args);
-  PluginRegistry& registry = context.registry();
-  ObjectiveSet objectives(recipe.section("objective"), registry);  // instantiated, as training would
+  const Recipe recipe = load(context, args);  // the plugin instances training would use are built here
+  const ObjectiveSet& objectives = recipe.components->objectives;
 
   const auto& run = recipe.section("run");
   const auto& train = recipe.section("train");
@@ -63,7 +65,7 @@ void dry_run(CliContext& context, const RecipeArgs& args) {
   std::printf("  data:         %s\n", recipe.section("data").dump().c_str());
   std::printf("  noise:        %s\n", recipe.section("noise").dump().c_str());
   for (size_t i = 0; i < objectives.size(); ++i) {
-    const LoadedPlugin& p = objectives.instance(i).plugin();
+    const PluginLibrary& p = objectives.instance(i).plugin();
     std::printf("  objective %zu:  %s %s (formula %s), weight %g, %s\n", i, p.id().c_str(), p.descriptor->version,
                 p.descriptor->formula_version, objectives.weight(i), p.path.c_str());
   }
@@ -73,7 +75,7 @@ void dry_run(CliContext& context, const RecipeArgs& args) {
               micro, accum, micro * accum, train["steps"].get<long long>());
   std::printf("  threads:      %d intra-op (LibTorch default here); device %s\n", intra_op_threads(),
               train["device"].get<std::string>().c_str());
-  std::printf("dry run: recipe resolved, plugins loaded and instantiated; no data read, nothing written.\n");
+  std::printf("dry run: recipe resolved, plugins loaded and instantiated, paths checked; no data read, nothing written.\n");
 }
 
 }  // namespace

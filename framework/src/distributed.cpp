@@ -1,6 +1,7 @@
 #include "prefdiff/host/distributed.hpp"
 
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include <torch/torch.h>
@@ -175,6 +176,28 @@ void DataParallelGroup::all_reduce_mean(std::vector<at::Tensor>& tensors, int64_
     }
     begin = end;
   }
+}
+
+void DataParallelGroup::broadcast(std::string& bytes, int root) {
+  if (env_.world_size == 1) return;
+  auto run = [&](at::Tensor tensor) {
+    std::vector<at::Tensor> tensors{impl_->device.is_cpu() ? tensor : tensor.to(impl_->device)};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    try {
+      impl_->backend->broadcast(tensors, options)->wait();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("broadcast from rank " + std::to_string(root) + " across " + std::to_string(env_.world_size) +
+                               " ranks failed on rank " + std::to_string(env_.rank) + " (a rank died or timed out?): " +
+                               e.what());
+    }
+    return tensors[0].cpu();
+  };
+  const at::Tensor size = run(torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64));
+  bytes.resize(static_cast<size_t>(size.item<int64_t>()));
+  if (bytes.empty()) return;
+  const at::Tensor data = run(torch::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, torch::kUInt8).clone());
+  std::memcpy(bytes.data(), data.data_ptr<uint8_t>(), bytes.size());
 }
 
 void DataParallelGroup::barrier() {

@@ -4,7 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "prefdiff/conformance.hpp"
+#include "prefdiff/instance/default_services.hpp"
 #include "prefdiff/sdk.hpp"
 
 namespace prefdiff {
@@ -49,11 +49,11 @@ pd_status all_reduce_service(void*, double* values, size_t count, pd_error* erro
   });
 }
 
-// The conformance kit's single-rank table (struct_size, allocate, release, rank 0 of 1) with the host's
-// logging, metrics and data-parallel all-reduce.
+// The plugin-instance layer's single-rank table (struct_size, allocate, release, rank 0 of 1) with the
+// host's logging, metrics and data-parallel all-reduce.
 pd_host_services& services() {
   static pd_host_services s = [] {
-    pd_host_services table = *conformance::default_host_services();
+    pd_host_services table = *instance::default_host_services();
     table.log = &log_service;
     table.metric = &metric_service;
     table.all_reduce_sum = &all_reduce_service;

@@ -6,7 +6,8 @@
 #include "prefdiff/host/log.hpp"
 #include "prefdiff/host/recipe.hpp"
 #include "prefdiff/host/version.hpp"
-#include "prefdiff/train/toy_world_data.hpp"
+#include "prefdiff/instance/plugin_call.hpp"
+#include "prefdiff/toy_world/source.hpp"
 #if PREFDIFF_HAVE_DATA_CLI
 #include "prefdiff/data/cli.hpp"
 #endif
@@ -15,7 +16,7 @@ namespace prefdiff {
 
 PluginRegistry& CliContext::registry() {
   if (!scanned_) {
-    register_builtin_components(registry_);
+    toy::register_source(registry_);
     registry_.scan(plugin_paths);
     registry_.scan(PluginRegistry::search_path());
     scanned_ = true;
@@ -39,6 +40,8 @@ void add_version_command(CLI::App& app) {
 
 int main(int argc, char** argv) {
   using namespace prefdiff;
+  // A plugin that crashes or calls exit() is named on the way down (docs/quickstart.md, exit codes).
+  instance::install_crash_reporter("prefdiff", kExitPluginError);
   CLI::App app{"prefdiff: align text-to-image diffusion models to pairwise preferences (Diffusion-DPO and robust variants)"};
   app.footer(
       "Exit codes: 0 ok, 1 runtime failure, 2 bad command line, 3 invalid recipe, 4 plugin load or check failure.\n"
@@ -68,7 +71,7 @@ int main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitUsage;
   } catch (const RecipeError& e) {
     for (const Diagnostic& d : e.diagnostics()) std::cerr << d.str() << "\n";
-    std::cerr << e.diagnostics().size() << " problem(s); nothing was run.\n";
+    std::cerr << e.total() << " problem(s); nothing was run.\n";
     return kExitRecipeInvalid;
   } catch (const PluginLoadError& e) {
     std::cerr << "error: " << e.what() << "\n";

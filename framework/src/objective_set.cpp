@@ -3,9 +3,7 @@
 #include <stdexcept>
 
 #include "prefdiff/host/host_services.hpp"
-#include "prefdiff/host/recipe.hpp"
-#include "prefdiff/conformance.hpp"
-#include "prefdiff/sdk.hpp"
+#include "prefdiff/host/param_json.hpp"
 
 namespace prefdiff {
 
@@ -17,74 +15,21 @@ void ObjectiveOutputs::resize(size_t count) {
   diagnostics.clear();
 }
 
-// The C ABI calls live once, in the SDK's conformance kit (prefdiff::conformance::ObjectiveInstance); this
-// class gives them the host's service table, recipe parameters, and errors worded for recipe users.
-ObjectiveInstance::ObjectiveInstance(const LoadedPlugin& plugin, const nlohmann::json& params) : plugin_(plugin) {
-  if (plugin.kind() != PD_KIND_OBJECTIVE) throw std::runtime_error("plugin '" + plugin.id() + "' is not an objective");
-  // Schema defaults for whatever the caller left out (recipes arrive complete; direct callers may not).
-  nlohmann::json complete = params;
-  for (const KeySpec& spec : plugin.params)
-    if (!complete.contains(spec.name) && !spec.default_value.is_null()) complete[spec.name] = spec.default_value;
-  std::vector<std::string> storage;
-  const std::vector<pd_param_value> values = to_param_values(plugin, complete, storage);
-  try {
-    functions_ = &conformance::objective_functions(*plugin.descriptor);
-    impl_ = std::make_unique<conformance::ObjectiveInstance>(*plugin.descriptor, values, host_services());
-  } catch (const conformance::PluginError& e) {
-    throw std::runtime_error("objective '" + plugin.id() + "' refused its parameters: " +
-                             (e.plugin_message().empty() ? std::string(e.what()) : e.plugin_message()));
-  }
-}
-
-ObjectiveInstance::~ObjectiveInstance() = default;
-
-void ObjectiveInstance::evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs& outputs) {
-  const size_t n = inputs.model_w.size();
-  if (inputs.model_l.size() != n || inputs.ref_w.size() != n || inputs.ref_l.size() != n ||
-      (!inputs.timestep.empty() && inputs.timestep.size() != n))
-    throw std::invalid_argument("objective inputs have different lengths");
-  conformance::Evaluation result = impl_->evaluate(inputs);
-  if (result.status != PD_OK)
-    throw std::runtime_error("objective '" + plugin_.id() + "' failed (" + sdk::status_name(result.status) + "): " +
-                             result.message);
-  outputs.loss = std::move(result.loss);
-  outputs.dloss_dmodel_w = std::move(result.dloss_dmodel_w);
-  outputs.dloss_dmodel_l = std::move(result.dloss_dmodel_l);
-  outputs.margin = std::move(result.margin);
-  outputs.diagnostics.clear();
-  for (uint32_t i = 0; i < functions_->diagnostic_count; ++i)
-    outputs.diagnostics[functions_->diagnostic_names[i]] = result.diagnostics[i];
-}
-
-bool ObjectiveInstance::stateful() const { return functions_->save_state != nullptr && functions_->load_state != nullptr; }
-
-std::string ObjectiveInstance::save_state() {
-  if (!stateful()) return std::string();
-  try {
-    return impl_->save_state();
-  } catch (const conformance::PluginError& e) {
-    throw std::runtime_error("objective '" + plugin_.id() + "' could not save its state: " + e.plugin_message());
-  }
-}
-
-void ObjectiveInstance::load_state(const std::string& state) {
-  if (!stateful()) return;
-  std::string message;
-  if (impl_->load_state(state, &message) != PD_OK)
-    throw std::runtime_error("objective '" + plugin_.id() + "' could not load its state: " + message);
-}
-
 ObjectiveSet::ObjectiveSet(const nlohmann::json& objective_entries, const PluginRegistry& registry) {
   for (const auto& entry : objective_entries) {
     const std::string id = entry.at("id").get<std::string>();
-    const LoadedPlugin* plugin = registry.find(id);
+    const PluginLibrary* plugin = registry.find(id);
     if (plugin == nullptr) throw std::runtime_error("objective '" + id + "' is not on the plugin path");
-    nlohmann::json params = entry;
-    params.erase("id");
-    params.erase("weight");
-    entries_.push_back({entry.value("weight", 1.0), std::make_unique<ObjectiveInstance>(*plugin, params)});
+    std::vector<instance::ParamProblem> problems;
+    instance::ParamSet params = instance::resolve_params(plugin->params, given_from_json(entry), {"id", "weight"}, problems);
+    if (!problems.empty()) throw std::runtime_error("[objective] '" + id + "' " + problems.front().message);
+    add(entry.value("weight", 1.0), std::make_unique<instance::ObjectiveInstance>(*plugin, std::move(params), host_services()));
   }
   if (entries_.empty()) throw std::runtime_error("no objective configured");
+}
+
+void ObjectiveSet::add(double weight, std::unique_ptr<instance::ObjectiveInstance> instance) {
+  entries_.push_back({weight, std::move(instance)});
 }
 
 void ObjectiveSet::evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs& combined) {
@@ -92,17 +37,18 @@ void ObjectiveSet::evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs& com
   combined.resize(n);
   for (size_t k = 0; k < entries_.size(); ++k) {
     Entry& entry = entries_[k];
-    entry.instance->evaluate(inputs, scratch_);
+    const instance::Evaluation e = entry.instance->evaluate(inputs);
     for (size_t i = 0; i < n; ++i) {
-      combined.loss[i] += entry.weight * scratch_.loss[i];
-      combined.dloss_dmodel_w[i] += entry.weight * scratch_.dloss_dmodel_w[i];
-      combined.dloss_dmodel_l[i] += entry.weight * scratch_.dloss_dmodel_l[i];
+      combined.loss[i] += entry.weight * e.loss[i];
+      combined.dloss_dmodel_w[i] += entry.weight * e.dloss_dmodel_w[i];
+      combined.dloss_dmodel_l[i] += entry.weight * e.dloss_dmodel_l[i];
     }
-    if (k == 0) combined.margin = scratch_.margin;
+    if (k == 0) combined.margin = e.margin;
     const std::string id = entry.instance->plugin().id();
-    for (const auto& [name, value] : scratch_.diagnostics) {
-      combined.diagnostics[id + "/" + name] = value;
-      if (entries_.size() == 1) combined.diagnostics[name] = value;
+    const std::vector<std::string>& names = entry.instance->diagnostic_names();
+    for (size_t d = 0; d < names.size(); ++d) {
+      combined.diagnostics[id + "/" + names[d]] = e.diagnostics[d];
+      if (entries_.size() == 1) combined.diagnostics[names[d]] = e.diagnostics[d];
     }
   }
 }

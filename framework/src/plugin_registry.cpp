@@ -4,6 +4,7 @@
 
 #include <boost/dll/runtime_symbol_info.hpp>
 
+#include "prefdiff/host/host_services.hpp"
 #include "prefdiff/host/plugin_registry.hpp"
 
 namespace prefdiff {
@@ -62,36 +63,54 @@ void PluginRegistry::load(const std::string& path) {
     if (seen == canonical) return;  // the same file reached through two search folders
   seen_files_.push_back(canonical);
   try {
-    LoadedPlugin plugin = load_plugin_library(canonical);
-    if (const LoadedPlugin* other = find(plugin.id())) {
-      problems_.push_back({canonical, "duplicate plugin id '" + plugin.id() + "': already provided by " + other->path +
-                                          "; remove one of the two from the plugin path"});
-      return;
-    }
-    plugins_.push_back(std::move(plugin));
+    add(instance::load_library(canonical, host_services()), canonical);
   } catch (const PluginLoadError& e) {
     problems_.push_back({canonical, e.what()});
   }
 }
 
-void PluginRegistry::add_builtin(LoadedPlugin component) {
-  if (const LoadedPlugin* other = find(component.id())) {
-    problems_.push_back({component.path, "duplicate plugin id '" + component.id() + "': the built-in component " +
-                                             "clashes with " + other->path + "; rename or remove that plugin"});
-    return;
+bool PluginRegistry::add(PluginLibrary plugin, const std::string& where) {
+  if (!plugin.schema_problems.empty()) {
+    for (const std::string& problem : plugin.schema_problems) problems_.push_back({where, problem});
+    return false;
   }
-  plugins_.push_back(std::move(component));
+  if (const PluginLibrary* other = find(plugin.id())) {
+    problems_.push_back({where, plugin.path == "built-in"
+                                    ? "duplicate plugin id '" + plugin.id() + "': the built-in component clashes with " +
+                                          other->path + "; rename or remove that plugin"
+                                    : "duplicate plugin id '" + plugin.id() + "': already provided by " + other->path +
+                                          "; remove one of the two from the plugin path"});
+    return false;
+  }
+  plugins_.push_back(std::move(plugin));
+  return true;
 }
 
-const LoadedPlugin* PluginRegistry::find(const std::string& id) const {
-  for (const LoadedPlugin& p : plugins_)
+void PluginRegistry::add_builtin(pd_entry_fn entry, BuiltinTraits traits) {
+  try {
+    PluginLibrary component = instance::load_builtin(entry, host_services());
+    const std::string id = component.id();
+    if (add(std::move(component), "built-in")) builtins_.emplace_back(id, std::move(traits));
+  } catch (const PluginLoadError& e) {
+    problems_.push_back({"built-in", e.what()});
+  }
+}
+
+const BuiltinTraits* PluginRegistry::builtin_traits(const std::string& id) const {
+  for (const auto& [name, traits] : builtins_)
+    if (name == id) return &traits;
+  return nullptr;
+}
+
+const PluginLibrary* PluginRegistry::find(const std::string& id) const {
+  for (const PluginLibrary& p : plugins_)
     if (p.id() == id) return &p;
   return nullptr;
 }
 
 std::vector<std::string> PluginRegistry::ids(pd_kind kind) const {
   std::vector<std::string> out;
-  for (const LoadedPlugin& p : plugins_)
+  for (const PluginLibrary& p : plugins_)
     if (p.kind() == kind) out.push_back(p.id());
   return out;
 }

@@ -1,5 +1,7 @@
 #include "prefdiff/host/recipe.hpp"
 
+#include <glob.h>
+
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
@@ -9,12 +11,10 @@
 
 #include <toml++/toml.h>
 
-#include "prefdiff/host/did_you_mean.hpp"
 #include "prefdiff/host/host_services.hpp"
+#include "prefdiff/host/param_json.hpp"
 #include "prefdiff/host/recipe_schema.hpp"
-#include "prefdiff/noise.h"
-#include "prefdiff/objective.h"
-#include "prefdiff/sdk.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
 
 namespace prefdiff {
 namespace fs = std::filesystem;
@@ -35,6 +35,55 @@ std::string summarize(const std::vector<Diagnostic>& diagnostics) {
   return out;
 }
 
+// The problems of one recipe in report order (extends chain, then line; problems without a line last),
+// keeping only the first kMaxDiagnostics so that a recipe with millions of bad keys cannot exhaust memory.
+class Problems {
+ public:
+  explicit Problems(const std::vector<std::string>& files) : files_(files) {}
+  void add(Diagnostic d) {
+    ++total_;
+    Entry entry{key(d.where), total_, std::move(d)};
+    if (kept_.size() < kMaxDiagnostics) {
+      kept_.push_back(std::move(entry));
+      std::push_heap(kept_.begin(), kept_.end(), less);
+    } else if (less(entry, kept_.front())) {
+      std::pop_heap(kept_.begin(), kept_.end(), less);
+      kept_.back() = std::move(entry);
+      std::push_heap(kept_.begin(), kept_.end(), less);
+    }
+  }
+  bool empty() const { return total_ == 0; }
+  size_t total() const { return total_; }
+  // The kept problems in order, and a last line counting the ones left out.
+  std::vector<Diagnostic> take() {
+    std::sort_heap(kept_.begin(), kept_.end(), less);
+    std::vector<Diagnostic> out;
+    for (Entry& e : kept_) out.push_back(std::move(e.diagnostic));
+    if (total_ > out.size())
+      out.push_back({SourceLocation{files_.empty() ? std::string() : files_.back(), 0, 0},
+                     "... and " + std::to_string(total_ - out.size()) + " more problem(s) not shown (" +
+                         std::to_string(total_) + " in all); fix the ones above first"});
+    kept_.clear();
+    return out;
+  }
+
+ private:
+  using Key = std::tuple<bool, size_t, int, int>;
+  struct Entry {
+    Key key;
+    size_t sequence;
+    Diagnostic diagnostic;
+  };
+  static bool less(const Entry& a, const Entry& b) { return std::tie(a.key, a.sequence) < std::tie(b.key, b.sequence); }
+  Key key(const SourceLocation& where) const {
+    const size_t rank = static_cast<size_t>(std::find(files_.begin(), files_.end(), where.file) - files_.begin());
+    return {where.line == 0, rank, where.line, where.column};
+  }
+  const std::vector<std::string>& files_;
+  std::vector<Entry> kept_;
+  size_t total_ = 0;
+};
+
 SourceLocation location_of(const toml::node& node) {
   SourceLocation where;
   const toml::source_region& source = node.source();
@@ -42,6 +91,25 @@ SourceLocation location_of(const toml::node& node) {
   where.line = static_cast<int>(source.begin.line);
   where.column = static_cast<int>(source.begin.column);
   return where;
+}
+
+nlohmann::json to_json(const toml::node& node);
+
+// A TOML value as the resolver sees it, shown in messages as JSON text.
+instance::Value given_value(const toml::node& node) {
+  using instance::Value;
+  Value out;
+  if (const auto* v = node.as_string()) out = Value::string(v->get());
+  else if (const auto* v = node.as_integer()) out = Value::whole(v->get());
+  else if (const auto* v = node.as_floating_point()) out = Value::real(v->get());
+  else if (const auto* v = node.as_boolean()) out = Value::flag(v->get());
+  else if (const auto* a = node.as_array(); a != nullptr && (a->empty() || a->is_homogeneous(toml::node_type::string))) {
+    std::vector<std::string> items;
+    for (const auto& item : *a) items.push_back(item.as_string()->get());
+    out = Value::strings(std::move(items));
+  }
+  out.shown = to_json(node).dump();
+  return out;
 }
 
 nlohmann::json to_json(const toml::node& node) {
@@ -258,6 +326,18 @@ void apply_override(toml::table& root, const std::string& text, OverrideSources&
       table = (*array)[index].as_table();
     } else if (auto* child = node->as_table()) {
       table = child;
+      // A single [objective] table is entry 0 of the list form: objective.0.beta means objective.beta.
+      const SectionSpec* section = i == 0 ? find_section(name) : nullptr;
+      if (section != nullptr && section->allow_array && i + 2 < segments.size() && is_index(segments[i + 1])) {
+        if (segments[i + 1] != "0") {
+          diagnostics.push_back({where, "'" + name + "' is a single [" + name + "] table, so it has only entry 0; " + name +
+                                            ".<index>.<key> addresses the entries of a [[" + name + "]] list. Write " +
+                                            name + "." + segments.back() + " (or " + name + ".0." + segments.back() +
+                                            "), or give the recipe several [[" + name + "]] tables"});
+          return;
+        }
+        ++i;
+      }
     } else {
       diagnostics.push_back({where, "'" + join_path(resolved) + "' is a value, not a table; cannot set '" + key + "'"});
       return;
@@ -268,12 +348,27 @@ void apply_override(toml::table& root, const std::string& text, OverrideSources&
   sources[join_path(resolved)] = {where, raw};
 }
 
+// Whether a path parameter names something that exists: a file or folder, or a glob (with {a,b}
+// braces) that matches at least one. Cheap: no file is read.
+bool path_exists(const std::string& pattern) {
+  if (pattern.find_first_of("*?[{") == std::string::npos) {
+    std::error_code ec;
+    return fs::exists(pattern, ec);
+  }
+  glob_t matches{};
+  const int status = ::glob(pattern.c_str(), GLOB_BRACE | GLOB_NOSORT, nullptr, &matches);
+  const bool found = status == 0 && matches.gl_pathc > 0;
+  globfree(&matches);
+  return found;
+}
+
 struct Validator {
   PluginRegistry& registry;
   OverrideSources& override_sources;
   const Locations& locations;
   std::string recipe_path;
-  std::vector<Diagnostic>& diagnostics;
+  Problems& problems;
+  Components& components;
 
   SourceLocation where(const std::string& path) const {
     auto it = override_sources.find(path);
@@ -281,52 +376,68 @@ struct Validator {
     auto found = locations.find(path);
     return found != locations.end() ? found->second : SourceLocation{recipe_path, 0, 0};
   }
-  std::string raw_text(const std::string& path) const {
-    auto it = override_sources.find(path);
-    return it != override_sources.end() ? it->second.second : std::string();
-  }
-  std::vector<GivenValue> given_values(const toml::table& table, const std::string& path) const {
-    std::vector<GivenValue> out;
-    for (const auto& [k, v] : table) {
-      const std::string key(k.str());
-      out.push_back({key, to_json(v), where(path + "." + key), raw_text(path + "." + key)});
+
+  struct Table {
+    std::vector<instance::GivenParam> given;
+    std::vector<SourceLocation> where;  // per given key
+  };
+  // The keys of a recipe table as given: values, where they were written, and the folder a relative
+  // path is resolved against (the recipe that sets it; command-line values are taken as they are).
+  Table given_values(const toml::table* table, const std::string& path) const {
+    Table out;
+    if (table == nullptr) return out;
+    for (const auto& [k, v] : *table) {
+      const std::string key(k.str()), key_path = path + "." + key;
+      const SourceLocation at = where(key_path);
+      auto raw = override_sources.find(key_path);
+      const std::string base = at.line > 0 ? fs::path(at.file).parent_path().string() : std::string();
+      out.given.push_back({key, given_value(v), raw != override_sources.end() ? raw->second.second : "", base});
+      out.where.push_back(at);
     }
     return out;
   }
 
+  instance::ParamSet resolve(const std::vector<ParamSpec>& schema, const Table& table, const std::vector<std::string>& reserved,
+                             const std::string& owner) {
+    std::vector<instance::ParamProblem> found;
+    instance::ParamSet params = instance::resolve_params(schema, table.given, reserved, found);
+    for (const instance::ParamProblem& p : found) problems.add({table.where[p.index], owner + " " + p.message});
+    return params;
+  }
+
   nlohmann::json plain_section(const SectionSpec& spec, const toml::table* table, const std::string& path) {
-    std::vector<GivenValue> given;
-    if (table != nullptr) given = given_values(*table, path);
-    return resolve_params(spec.keys, given, {}, "[" + spec.name + "]", diagnostics);
+    return params_to_json(resolve(spec.keys, given_values(table, path), {}, "[" + spec.name + "]"));
   }
 
   nlohmann::json component(const SectionSpec& spec, const toml::table* table, const std::string& path,
                            const SourceLocation& table_where) {
-    std::vector<GivenValue> given;
-    if (table != nullptr) given = given_values(*table, path);
-    std::vector<GivenValue> host_given, plugin_given;
-    for (const GivenValue& g : given) (spec.key(g.key) != nullptr ? host_given : plugin_given).push_back(g);
+    const Table all = given_values(table, path);
+    Table host, plugin_table;
+    for (size_t k = 0; k < all.given.size(); ++k) {
+      Table& to = spec.key(all.given[k].name) != nullptr ? host : plugin_table;
+      to.given.push_back(all.given[k]);
+      to.where.push_back(all.where[k]);
+    }
     std::vector<std::string> host_keys;
-    for (const KeySpec& k : spec.keys) host_keys.push_back(k.name);
+    for (const ParamSpec& k : spec.keys) host_keys.push_back(k.name);
 
-    const size_t errors_before = diagnostics.size();
-    nlohmann::json resolved = resolve_params(spec.keys, host_given, {}, "[" + spec.name + "]", diagnostics);
-    if (diagnostics.size() != errors_before || !resolved.contains("id")) return resolved;
+    const size_t errors_before = problems.total();
+    nlohmann::json resolved = params_to_json(resolve(spec.keys, host, {}, "[" + spec.name + "]"));
+    if (problems.total() != errors_before || !resolved.contains("id")) return resolved;
     const std::string id = resolved["id"].get<std::string>();
     SourceLocation id_where = table_where;
-    for (const GivenValue& g : host_given)
-      if (g.key == "id") id_where = g.where;
+    for (size_t k = 0; k < host.given.size(); ++k)
+      if (host.given[k].name == "id") id_where = host.where[k];
 
     const pd_kind kind = *spec.component;
-    const LoadedPlugin* plugin = registry.find(id);
+    const PluginLibrary* plugin = registry.find(id);
     if (plugin == nullptr) {
       const std::vector<std::string> known = registry.ids(kind);
       std::string list;
       for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
-      diagnostics.push_back({id_where, "[" + spec.name + "] unknown " + kind_name(kind) + " '" + id + "'" +
-                                           did_you_mean(id, known) + " (available: " +
-                                           (list.empty() ? "none found" : list) +
-                                           "). HINT: `prefdiff plugins list` shows what is on the plugin path"});
+      problems.add({id_where, "[" + spec.name + "] unknown " + kind_name(kind) + " '" + id + "'" + did_you_mean(id, known) +
+                                  " (available: " + (list.empty() ? "none found" : list) +
+                                  "). HINT: `prefdiff plugins list` shows what is on the plugin path"});
       return resolved;
     }
     if (plugin->kind() != kind) {
@@ -334,25 +445,86 @@ struct Validator {
         const std::string name = kind_name(k);
         return (name[0] == 'o' ? "an " : "a ") + name;
       };
-      diagnostics.push_back({id_where, "[" + spec.name + "] '" + id + "' is " + with_article(plugin->kind()) +
-                                           " plugin, not " + with_article(kind)});
+      problems.add({id_where, "[" + spec.name + "] '" + id + "' is " + with_article(plugin->kind()) + " plugin, not " +
+                                  with_article(kind)});
       return resolved;
     }
     const std::string owner = "[" + spec.name + "] '" + id + "'";
-    nlohmann::json params = resolve_params(plugin->params, plugin_given, host_keys, owner, diagnostics);
-    if (diagnostics.size() == errors_before) {
-      if (auto refusal = try_instantiate(*plugin, params))
-        diagnostics.push_back({table_where, owner + " refused its parameters: " + *refusal});
+    instance::ParamSet params = resolve(plugin->params, plugin_table, host_keys, owner);
+    const nlohmann::json plugin_values = params_to_json(params);
+    for (const auto& [k, v] : plugin_values.items()) resolved[k] = v;
+    if (problems.total() != errors_before) return resolved;
+    // The plugin judges its parameters itself: the instance built here is the one training uses.
+    try {
+      if (kind == PD_KIND_OBJECTIVE)
+        components.objectives.add(resolved.value("weight", 1.0),
+                                  std::make_unique<instance::ObjectiveInstance>(*plugin, std::move(params), host_services()));
+      else if (kind == PD_KIND_NOISE_INJECTOR)
+        components.noise = std::make_unique<instance::NoiseInstance>(*plugin, std::move(params), host_services());
+      else
+        choose_data(*plugin, std::move(params), table_where);
+    } catch (const instance::PluginError& e) {
+      const std::string reason = e.plugin_message().empty() ? std::string(e.what()) : e.plugin_message();
+      problems.add({table_where, owner + " refused its parameters: " + reason});
     }
-    for (auto& [k, v] : params.items()) resolved[k] = v;
     return resolved;
   }
+
+  // Datasets are not opened here (that reads data), but the paths they name must exist.
+  void choose_data(const PluginLibrary& plugin, instance::ParamSet params, const SourceLocation& table_where) {
+    components.data = &plugin;
+    components.data_traits = registry.builtin_traits(plugin.id());
+    const std::string owner = "[data] '" + plugin.id() + "' ";
+    if (components.data_traits != nullptr && components.data_traits->check_paths) {
+      for (const std::string& problem : components.data_traits->check_paths(params)) problems.add({table_where, owner + problem});
+    } else {
+      for (const ParamSpec& spec : plugin.params) {
+        const instance::Value* value = params.find(spec.name);
+        if (!spec.is_path() || value == nullptr || value->kind != instance::Value::Kind::String) continue;
+        const SourceLocation at = where("data." + spec.name);
+        if (value->text.empty())
+          problems.add({at.line > 0 ? at : table_where, owner + "key '" + spec.name + "' is empty: name the data, e.g. data." +
+                                                            spec.name + "=\"/data/pairs/train-*.h5\""});
+        else if (!path_exists(value->text))
+          problems.add({at, owner + "key '" + spec.name + "': \"" + value->text + "\" matches no file. HINT: check the "
+                                "path (a relative path is relative to the recipe file that sets it)"});
+      }
+    }
+    components.data_params = std::move(params);
+  }
+
+  // [backbone]: exactly one source of weights, and the files it names exist.
+  void check_backbone(const nlohmann::json& backbone) {
+    const bool data_model = components.data_traits != nullptr && components.data_traits->supplies_model;
+    for (const char* key : {"pretrained", "config"}) {
+      if (!backbone.contains(key)) continue;
+      const std::string value = backbone[key].get<std::string>();
+      const SourceLocation at = where(std::string("backbone.") + key);
+      if (data_model) {
+        problems.add({at, std::string("[backbone] ") + key + " is set, but [data] '" + components.data->id() +
+                              "' supplies the model its pairs were made for, and training starts from it; HINT: remove "
+                              "backbone." + key + ", or use another [data] source"});
+      } else if (!path_exists(value)) {
+        problems.add({at, std::string("[backbone] ") + key + " = \"" + value + "\" does not exist. HINT: point backbone." +
+                              key + " at " + (std::string(key) == "pretrained"
+                                                  ? "a diffusers model folder (with unet/config.json)"
+                                                  : "a UNet config.json") +
+                              ", e.g. on the command line: backbone." + key + "=/path"});
+      }
+    }
+    if (!data_model && !backbone.contains("pretrained") && !backbone.contains("config"))
+      problems.add({where("backbone"), "[backbone] has no weights: set backbone.pretrained (a diffusers model folder) or "
+                                       "backbone.config (a UNet config.json, random initialisation)"});
+  }
+
 };
 
 }  // namespace
 
-RecipeError::RecipeError(std::vector<Diagnostic> diagnostics)
-    : std::runtime_error(summarize(diagnostics)), diagnostics_(std::move(diagnostics)) {}
+RecipeError::RecipeError(std::vector<Diagnostic> diagnostics, size_t total)
+    : std::runtime_error(summarize(diagnostics)),
+      diagnostics_(std::move(diagnostics)),
+      total_(std::max(total, diagnostics_.size())) {}
 
 nlohmann::json parse_cli_value(const std::string& text) {
   try {
@@ -363,98 +535,47 @@ nlohmann::json parse_cli_value(const std::string& text) {
   return text;  // a bare word: a string
 }
 
-nlohmann::json resolve_params(const std::vector<KeySpec>& schema, const std::vector<GivenValue>& given,
-                              const std::vector<std::string>& host_keys, const std::string& owner,
-                              std::vector<Diagnostic>& diagnostics) {
-  nlohmann::json out = nlohmann::json::object();
-  std::vector<std::string> names(host_keys);
-  for (const KeySpec& k : schema) names.push_back(k.name);
-  for (const GivenValue& g : given) {
-    if (std::find(host_keys.begin(), host_keys.end(), g.key) != host_keys.end()) continue;
-    const KeySpec* spec = nullptr;
-    for (const KeySpec& k : schema)
-      if (k.name == g.key) spec = &k;
-    if (spec == nullptr) {
-      std::string known;
-      for (const KeySpec& k : schema) known += (known.empty() ? "" : ", ") + k.name;
-      diagnostics.push_back({g.where, owner + " unknown key '" + g.key + "'" + did_you_mean(g.key, names) +
-                                          (known.empty() ? " (it takes no keys)" : " (known keys: " + known + ")")});
+instance::ParamSet params_from_arguments(const PluginLibrary& plugin, const std::vector<std::string>& arguments) {
+  std::vector<instance::GivenParam> given;
+  std::vector<SourceLocation> where;
+  std::vector<Diagnostic> diagnostics;
+  for (const std::string& arg : arguments) {
+    const size_t eq = arg.find('=');
+    const SourceLocation at{"argument '" + arg + "'", 0, 0};
+    if (eq == std::string::npos || eq == 0) {
+      diagnostics.push_back({at, "expected param=value, e.g. beta=5000"});
       continue;
     }
-    nlohmann::json value = g.value;
-    if (spec->type == ValueType::String && !value.is_string() && !g.raw_text.empty()) value = g.raw_text;
-    if (auto problem = check_value(*spec, value)) {
-      diagnostics.push_back({g.where, owner + " key '" + g.key + "': " + *problem});
-      continue;
-    }
-    if (spec->type == ValueType::Float) value = value.get<double>();
-    if (spec->bounds & PD_PARAM_PATH) {
-      // Relative paths are relative to the recipe file that sets them (overrides: the working directory).
-      auto resolve = [&](const std::string& p) {
-        if (p.empty() || fs::path(p).is_absolute() || g.where.line == 0) return p;
-        return (fs::path(g.where.file).parent_path() / p).lexically_normal().string();
-      };
-      if (value.is_string()) value = resolve(value.get<std::string>());
-      if (value.is_array())
-        for (auto& item : value) item = resolve(item.get<std::string>());
-    }
-    out[g.key] = value;
+    const std::string raw = arg.substr(eq + 1);
+    given.push_back({arg.substr(0, eq), value_from_json(parse_cli_value(raw)), raw, ""});
+    where.push_back(at);
   }
-  for (const KeySpec& k : schema)
-    if (!out.contains(k.name) && !k.default_value.is_null()) out[k.name] = k.default_value;
-  return out;
-}
-
-std::vector<pd_param_value> to_param_values(const LoadedPlugin& plugin, const nlohmann::json& params,
-                                            std::vector<std::string>& storage) {
-  storage.clear();
-  storage.reserve(plugin.params.size());  // no reallocation: values point into these strings
-  std::vector<pd_param_value> values;
-  for (const KeySpec& spec : plugin.params) {
-    if (!params.contains(spec.name)) continue;
-    storage.emplace_back();
-    values.push_back(to_param_value(spec, params.at(spec.name), storage.back()));
-  }
-  return values;
-}
-
-std::optional<std::string> try_instantiate(const LoadedPlugin& plugin, const nlohmann::json& params) {
-  std::vector<std::string> storage;
-  const std::vector<pd_param_value> values = to_param_values(plugin, params, storage);
-  sdk::ErrorBuffer error;
-  pd_instance* instance = nullptr;
-  pd_status status = PD_OK;
-  if (plugin.kind() == PD_KIND_OBJECTIVE) {
-    const auto* functions = static_cast<const pd_objective_functions*>(plugin.descriptor->functions);
-    status = functions->create(host_services(), values.data(), static_cast<uint32_t>(values.size()), &instance,
-                               error.get());
-    if (status == PD_OK && instance != nullptr) functions->destroy(instance);
-  } else if (plugin.kind() == PD_KIND_NOISE_INJECTOR) {
-    const auto* functions = static_cast<const pd_noise_functions*>(plugin.descriptor->functions);
-    status = functions->create(host_services(), values.data(), static_cast<uint32_t>(values.size()), &instance,
-                               error.get());
-    if (status == PD_OK && instance != nullptr) functions->destroy(instance);
-  }
-  if (status == PD_OK) return std::nullopt;
-  return error.message().empty() ? std::string(sdk::status_name(status)) : error.message();
+  std::vector<instance::ParamProblem> problems;
+  instance::ParamSet params = instance::resolve_params(plugin.params, given, {}, problems);
+  for (const instance::ParamProblem& p : problems) diagnostics.push_back({where[p.index], "'" + plugin.id() + "' " + p.message});
+  if (!diagnostics.empty()) throw RecipeError(diagnostics);
+  return params;
 }
 
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides, PluginRegistry& registry) {
-  std::vector<Diagnostic> diagnostics;
+  std::vector<Diagnostic> early;
   Recipe recipe;
   recipe.path = path;
   recipe.overrides = overrides;
+  recipe.components = std::make_shared<Components>();
 
   toml::table merged;
   Locations locations;
   std::vector<std::string> stack;
-  load_chain(path, SourceLocation{path, 0, 0}, stack, recipe.files, merged, locations, diagnostics);
-  if (!diagnostics.empty()) throw RecipeError(diagnostics);
+  load_chain(path, SourceLocation{path, 0, 0}, stack, recipe.files, merged, locations, early);
+  if (!early.empty()) throw RecipeError(early);
 
   OverrideSources override_sources;
-  for (const std::string& text : overrides) apply_override(merged, text, override_sources, diagnostics);
+  for (const std::string& text : overrides) apply_override(merged, text, override_sources, early);
+  Problems problems(recipe.files);
+  for (Diagnostic& d : early) problems.add(std::move(d));
 
-  Validator validator{registry, override_sources, locations, path, diagnostics};
+  Validator validator{registry, override_sources, locations, path, problems, *recipe.components};
   nlohmann::json values = nlohmann::json::object();
 
   // [plugins] first: it extends the search path for every component below.
@@ -465,19 +586,18 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   if (values["plugins"].contains("paths"))
     for (const auto& p : values["plugins"]["paths"]) extra.push_back(p.get<std::string>());
   registry.scan(PluginRegistry::search_path(extra));
-  for (const PluginProblem& problem : registry.problems())
-    diagnostics.push_back({SourceLocation{problem.path, 0, 0}, problem.message});
+  for (const PluginProblem& problem : registry.problems()) problems.add({SourceLocation{problem.path, 0, 0}, problem.message});
 
   for (const auto& [k, node] : merged) {
     const std::string name(k.str());
     const SectionSpec* spec = find_section(name);
     if (spec == nullptr) {
-      diagnostics.push_back({validator.where(name), "unknown section [" + name + "]" + did_you_mean(name, section_names())});
+      problems.add({validator.where(name), "unknown section [" + name + "]" + did_you_mean(name, section_names())});
       continue;
     }
     if (!node.is_table() && !(spec->allow_array && node.is_array()))
-      diagnostics.push_back({validator.where(name), "'" + name + "' must be a table ([" + name + "])" +
-                                                    (spec->allow_array ? " or an array of tables ([[" + name + "]])" : "")});
+      problems.add({validator.where(name), "'" + name + "' must be a table ([" + name + "])" +
+                                               (spec->allow_array ? " or an array of tables ([[" + name + "]])" : "")});
   }
 
   for (const SectionSpec& spec : recipe_sections()) {
@@ -488,11 +608,11 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
       nlohmann::json entries = nlohmann::json::array();
       if (node != nullptr && node->is_array()) {
         const toml::array& array = *node->as_array();
-        if (array.empty()) diagnostics.push_back({section_where, "[[" + spec.name + "]] has no entries"});
+        if (array.empty()) problems.add({section_where, "[[" + spec.name + "]] has no entries"});
         for (size_t i = 0; i < array.size(); ++i) {
           const std::string entry_path = spec.name + "." + std::to_string(i);
           if (!array[i].is_table()) {
-            diagnostics.push_back({validator.where(entry_path), "[[" + spec.name + "]] entry " + std::to_string(i) + " must be a table"});
+            problems.add({validator.where(entry_path), "[[" + spec.name + "]] entry " + std::to_string(i) + " must be a table"});
             continue;
           }
           entries.push_back(validator.component(spec, array[i].as_table(), entry_path, validator.where(entry_path)));
@@ -507,18 +627,11 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
       values[spec.name] = validator.plain_section(spec, node ? node->as_table() : nullptr, spec.name);
     }
   }
+  if (recipe.components->data != nullptr) validator.check_backbone(values["backbone"]);
 
-  if (!diagnostics.empty()) {
-    // File order, then problems without a line (e.g. a default plugin that is missing) last.
-    // Files in extends order (base first); anything else (overrides, defaults) after them.
-    auto file_rank = [&](const std::string& file) {
-      return static_cast<size_t>(std::find(recipe.files.begin(), recipe.files.end(), file) - recipe.files.begin());
-    };
-    std::stable_sort(diagnostics.begin(), diagnostics.end(), [&](const Diagnostic& a, const Diagnostic& b) {
-      return std::make_tuple(a.where.line == 0, file_rank(a.where.file), a.where.line, a.where.column) <
-             std::make_tuple(b.where.line == 0, file_rank(b.where.file), b.where.line, b.where.column);
-    });
-    throw RecipeError(diagnostics);
+  if (!problems.empty()) {
+    const size_t total = problems.total();
+    throw RecipeError(problems.take(), total);
   }
   recipe.values = std::move(values);
   return recipe;

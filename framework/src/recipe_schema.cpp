@@ -4,31 +4,38 @@
 
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
+#include "prefdiff/host/param_json.hpp"
+
 namespace prefdiff {
 namespace {
 
-KeySpec key(std::string name, ValueType type, nlohmann::json default_value, std::string doc) {
-  KeySpec k;
+ParamSpec key(std::string name, ValueType type, const nlohmann::json& default_value, std::string doc) {
+  ParamSpec k;
   k.name = std::move(name);
   k.type = type;
-  k.default_value = std::move(default_value);
+  if (!default_value.is_null()) {
+    k.default_value = value_from_json(default_value);
+    k.default_value->shown.clear();
+  }
   k.doc = std::move(doc);
   return k;
 }
-KeySpec ranged(KeySpec k, double min, double max, uint32_t flags) {
+ParamSpec ranged(ParamSpec k, double min, double max, uint32_t flags) {
   k.min = min;
   k.max = max;
   k.bounds = flags;
   return k;
 }
-KeySpec at_least(KeySpec k, double min) { return ranged(std::move(k), min, 0, PD_PARAM_HAS_MIN); }
-KeySpec positive(KeySpec k) { return ranged(std::move(k), 0, 0, PD_PARAM_HAS_MIN | PD_PARAM_MIN_EXCLUSIVE); }
-KeySpec unit(KeySpec k) { return ranged(std::move(k), 0, 1, PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX); }
-KeySpec path(KeySpec k) {
+ParamSpec at_least(ParamSpec k, double min) { return ranged(std::move(k), min, 0, PD_PARAM_HAS_MIN); }
+ParamSpec positive(ParamSpec k) { return ranged(std::move(k), 0, 0, PD_PARAM_HAS_MIN | PD_PARAM_MIN_EXCLUSIVE); }
+ParamSpec unit(ParamSpec k) { return ranged(std::move(k), 0, 1, PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX); }
+ParamSpec path(ParamSpec k) {
   k.bounds |= PD_PARAM_PATH;
   return k;
 }
-KeySpec one_of(KeySpec k, std::vector<std::string> choices) {
+ParamSpec one_of(ParamSpec k, std::vector<std::string> choices) {
   k.choices = std::move(choices);
   return k;
 }
@@ -129,8 +136,8 @@ std::vector<SectionSpec> build() {
 
 }  // namespace
 
-const KeySpec* SectionSpec::key(const std::string& key_name) const {
-  for (const KeySpec& k : keys)
+const ParamSpec* SectionSpec::key(const std::string& key_name) const {
+  for (const ParamSpec& k : keys)
     if (k.name == key_name) return &k;
   return nullptr;
 }

@@ -42,7 +42,7 @@ pd_status all_reduce(void* context, double* values, size_t count, pd_error*) {
 }
 
 pd_host_services rank_services(TwoRankReducer* reducer, int rank) {
-  pd_host_services services = *pc::default_host_services();
+  pd_host_services services = *prefdiff::instance::default_host_services();
   services.context = reducer;
   services.all_reduce_sum = &all_reduce;
   services.rank = rank;
@@ -51,17 +51,17 @@ pd_host_services rank_services(TwoRankReducer* reducer, int rank) {
 }
 
 // Evaluates `h` split as h[0..cut) on rank 0 and h[cut..) on rank 1; returns both ranks' results.
-std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector<pd_param_value>& params,
-                                      const std::vector<double>& h, size_t cut) {
-  const pd_plugin_descriptor& plugin = objective(stem);
-  const std::vector<pd_param_value> resolved = pc::resolve_params(plugin, params);
+std::vector<pc::Evaluation> two_ranks(const std::string& stem, const pc::Params& params, const std::vector<double>& h,
+                                      size_t cut) {
+  const pc::PluginLibrary plugin = objective(stem);
+  const pc::ParamSet resolved = resolve(plugin, params);
   TwoRankReducer reducer;
   pd_host_services services[2] = {rank_services(&reducer, 0), rank_services(&reducer, 1)};
   std::vector<pc::Evaluation> out(2);
   auto run = [&](int rank) {
     pc::ObjectiveInstance instance(plugin, resolved, &services[rank]);
     const std::vector<double> part(rank == 0 ? h.begin() : h.begin() + cut, rank == 0 ? h.begin() + cut : h.end());
-    out[rank] = instance.evaluate(batch_at(part));
+    out[rank] = instance.try_evaluate(batch_at(part));
   };
   std::thread other(run, 1);
   run(0);
@@ -71,7 +71,7 @@ std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector
 
 TEST(BatchRanks, AlphaBatchMeanOverTwoRanksEqualsOneRank) {
   const std::vector<double> h = {-5, -1, 0, 0.5, 3};
-  const std::vector<pd_param_value> params = {real("beta", 2.0)};
+  const pc::Params params = {real("beta", 2.0)};
   const AtMargins one = evaluate("alpha_dpo", {}, h);
   const std::vector<pc::Evaluation> ranks = two_ranks("alpha_dpo", params, h, 3);
   for (int r = 0; r < 2; ++r) {

@@ -91,10 +91,10 @@ TEST(ClosedForms, CdpoAndRdpoAtEpsZeroAreDpoBitForBit) {
     // spread of h from about -1e4 to 1e4 at beta = 5000
     batch.model_w.push_back(rw + (ml - rl) + offset(rng) * std::pow(10.0, (i % 8) - 4.0));
   }
-  auto run = [&](const std::string& stem, std::vector<pd_param_value> params) {
-    const pd_plugin_descriptor& plugin = objective(stem);
-    pc::ObjectiveInstance instance(plugin, pc::resolve_params(plugin, params));
-    pc::Evaluation e = instance.evaluate(batch);
+  auto run = [&](const std::string& stem, pc::Params params) {
+    const pc::PluginLibrary plugin = objective(stem);
+    pc::ObjectiveInstance instance(plugin, resolve(plugin, params));
+    pc::Evaluation e = instance.try_evaluate(batch);
     EXPECT_EQ(e.status, PD_OK) << e.message;
     return e;
   };

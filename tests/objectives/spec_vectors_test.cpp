@@ -10,7 +10,7 @@ constexpr double kTolerance = 1e-12;
 struct Row {
   const char* name;
   const char* plugin;
-  std::vector<pd_param_value> params;
+  pc::Params params;
   std::vector<double> loss, dloss_dh;
 };
 

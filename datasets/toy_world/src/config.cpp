@@ -3,7 +3,6 @@
 #include <limits>
 #include <sstream>
 
-#include "prefdiff/host/did_you_mean.hpp"
 #include "internal.hpp"
 #include "prefdiff/toy_world/world.hpp"
 
@@ -17,9 +16,9 @@ constexpr uint32_t kMinMax = PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX;
 constexpr uint32_t kPositive = PD_PARAM_HAS_MIN | PD_PARAM_MIN_EXCLUSIVE;
 using V = ValueType;
 
-std::vector<KeySpec> build() {
+std::vector<ParamSpec> build() {
   const WorldConfig d;
-  std::vector<KeySpec> s;
+  std::vector<ParamSpec> s;
   s.push_back(key("id", V::String, kDataId, "Data source; \"toy-world\" selects the synthetic world."));
   s.back().choices = {kDataId};
   s.push_back(key("seed", V::Int, d.seed, "World seed: prompts, modes and the oracle derive from it.", 0, 0, kMin));
@@ -61,36 +60,21 @@ std::vector<KeySpec> build() {
 
 }  // namespace
 
-const std::vector<KeySpec>& world_schema() {
-  static const std::vector<KeySpec> schema = build();
+const std::vector<ParamSpec>& world_schema() {
+  static const std::vector<ParamSpec> schema = build();
   return schema;
 }
 
-nlohmann::json detail::resolve_section(const nlohmann::json& section, const std::vector<KeySpec>& schema,
+nlohmann::json detail::resolve_section(const nlohmann::json& section, const std::vector<ParamSpec>& schema,
                                        const std::string& where, std::vector<std::string>& problems) {
   if (!section.is_object()) {
     problems.push_back(where + ": expected a table of keys, got " + section.dump());
     return nlohmann::json();
   }
-  std::vector<std::string> names;
-  for (const KeySpec& k : schema) names.push_back(k.name);
-  nlohmann::json v = nlohmann::json::object();
-  for (const KeySpec& k : schema) v[k.name] = k.default_value;
-  for (auto it = section.begin(); it != section.end(); ++it) {
-    const KeySpec* spec = nullptr;
-    for (const KeySpec& k : schema)
-      if (k.name == it.key()) spec = &k;
-    if (!spec) {
-      problems.push_back(where + " " + it.key() + ": unknown key" + did_you_mean(it.key(), names));
-      continue;
-    }
-    if (auto problem = check_value(*spec, it.value())) {
-      problems.push_back(where + " " + it.key() + ": " + *problem);
-      continue;
-    }
-    v[it.key()] = it.value();
-  }
-  return v;
+  std::vector<instance::ParamProblem> found;
+  const instance::ParamSet params = instance::resolve_params(schema, given_from_json(section), {}, found);
+  for (const instance::ParamProblem& p : found) problems.push_back(where + " " + p.message);
+  return params_to_json(params);
 }
 
 void detail::throw_problems(const std::vector<std::string>& problems, const std::string& what) {

@@ -7,11 +7,11 @@ namespace {
 
 using detail::key;
 
-std::vector<KeySpec> build() {
+std::vector<ParamSpec> build() {
   const EvalConfig d;
   using V = ValueType;
   constexpr uint32_t kMin = PD_PARAM_HAS_MIN, kMinMax = PD_PARAM_HAS_MIN | PD_PARAM_HAS_MAX;
-  std::vector<KeySpec> s;
+  std::vector<ParamSpec> s;
   s.push_back(key("samples_per_prompt", V::Int, d.samples_per_prompt, "Samples per evaluated prompt (policy and reference each).", 2, 1e6, kMinMax));
   s.push_back(key("steps", V::Int, d.steps, "DDIM steps (eta 0).", 1, 1000, kMinMax));
   s.push_back(key("guidance_scale", V::Float, d.guidance_scale,
@@ -29,8 +29,8 @@ std::vector<KeySpec> build() {
 
 }  // namespace
 
-const std::vector<KeySpec>& eval_schema() {
-  static const std::vector<KeySpec> schema = build();
+const std::vector<ParamSpec>& eval_schema() {
+  static const std::vector<ParamSpec> schema = build();
   return schema;
 }
 

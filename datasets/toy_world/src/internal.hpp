@@ -10,17 +10,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "prefdiff/host/param_json.hpp"
 #include "prefdiff/toy_world/world.hpp"
 
 namespace prefdiff::toy::detail {
 
 // One row of a key table ([data] world keys, [eval] keys), in the host's schema type.
-inline KeySpec key(const char* name, ValueType type, nlohmann::json default_value, const char* doc, double min = 0,
-                   double max = 0, uint32_t bounds = 0) {
-  KeySpec k;
+inline ParamSpec key(const char* name, ValueType type, const nlohmann::json& default_value, const char* doc,
+                     double min = 0, double max = 0, uint32_t bounds = 0) {
+  ParamSpec k;
   k.name = name;
   k.type = type;
-  k.default_value = std::move(default_value);
+  k.default_value = value_from_json(default_value);
+  k.default_value->shown.clear();
   k.doc = doc;
   k.min = min;
   k.max = max;
@@ -46,9 +48,10 @@ std::filesystem::path publish_once(const std::filesystem::path& root, const std:
 void write_pair_shard(const std::filesystem::path& path, const World& world, const std::vector<Pair>& pairs,
                       const std::string& split, const std::string& source);
 
-// Fills defaults and checks every key of a recipe section against its schema; problems are appended as
-// "<where> <key>: <problem>" (with a did-you-mean for unknown keys). Returns the resolved values.
-nlohmann::json resolve_section(const nlohmann::json& section, const std::vector<KeySpec>& schema,
+// Fills defaults and checks every key of a recipe section against its schema with the host's one
+// resolver; problems are appended as "<where> <problem>" (with a did-you-mean for unknown keys).
+// Returns the resolved values.
+nlohmann::json resolve_section(const nlohmann::json& section, const std::vector<ParamSpec>& schema,
                                const std::string& where, std::vector<std::string>& problems);
 // Throws WorldError listing every problem, or returns when there is none.
 void throw_problems(const std::vector<std::string>& problems, const std::string& what);

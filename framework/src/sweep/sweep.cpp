@@ -11,7 +11,7 @@
 
 #include <toml++/toml.h>
 
-#include "prefdiff/host/did_you_mean.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
 
 namespace prefdiff::sweep {
 namespace fs = std::filesystem;

@@ -15,8 +15,8 @@
 
 #include "prefdiff/backbone.hpp"
 #include "prefdiff/data/flip_table.hpp"
+#include "prefdiff/data/hdf5_pairs_source.hpp"
 #include "prefdiff/data/pair_reader.hpp"
-#include "prefdiff/data/source_handle.hpp"
 #include "prefdiff/diffusion/noise_schedule.hpp"
 #include "prefdiff/host/cores.hpp"
 #include "prefdiff/host/distributed.hpp"
@@ -26,7 +26,8 @@
 #include "prefdiff/host/version.hpp"
 #include "prefdiff/model_io/diffusers_folder.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
-#include "prefdiff/noise.h"
+#include "prefdiff/instance/data_source.hpp"
+#include "prefdiff/instance/plugin_call.hpp"
 #include "prefdiff/optim/ema.hpp"
 #include "prefdiff/optim/grad_clip.hpp"
 #include "prefdiff/optim/optimizer.hpp"
@@ -36,7 +37,6 @@
 #include "prefdiff/run/run_directory.hpp"
 #include "prefdiff/sdk.hpp"
 #include "prefdiff/train/dpo_step.hpp"
-#include "prefdiff/train/toy_world_data.hpp"
 
 namespace prefdiff {
 namespace fs = std::filesystem;
@@ -80,19 +80,6 @@ void draw_timesteps_and_noise(uint64_t seed, uint64_t epoch, const std::vector<u
   noise = torch::stack(ns);
 }
 
-struct DataSet {
-  std::unique_ptr<data::SourceHandle> source;
-  std::unique_ptr<data::FlipTable> flips;
-};
-
-std::unique_ptr<data::SourceHandle> open_dataset_plugin(const LoadedPlugin& plugin, const nlohmann::json& section) {
-  nlohmann::json params = section;
-  params.erase("id");
-  std::vector<std::string> storage;
-  const std::vector<pd_param_value> values = to_param_values(plugin, params, storage);
-  return std::make_unique<data::SourceHandle>(plugin.descriptor, host_services(), values);
-}
-
 std::string hex(const std::string& bytes) {
   static const char* digits = "0123456789abcdef";
   std::string out;
@@ -119,15 +106,18 @@ std::string unhex(const std::string& text) {
 class Trainer {
  public:
   Trainer(const Recipe& recipe, PluginRegistry& registry, const TrainOptions& options)
-      : recipe_(recipe), registry_(registry), options_(options) {}
+      : recipe_(recipe), registry_(registry), options_(options), objectives_(recipe.components->objectives) {}
 
   void run() {
     set_up_processes();
+    open_data_source();
     set_up_models();
     set_up_data();
     set_up_objectives_and_optimizer();
     set_up_run_folder();
+    note_checkpoint(resume_step_ >= 0 ? resume_path_ : fs::path());
     if (resume_step_ >= 0) restore(resume_path_);
+    instance::rearm_exit_reporter();  // ahead of exit handlers that set-up registered
     loop();
   }
 
@@ -153,6 +143,16 @@ class Trainer {
         " intra-op threads" + (threads > 0 ? " (train.threads)" : " (available cores / local ranks)"));
   }
 
+  // Rank 0 creates the source first (a source may build a cache, as the synthetic world does); the
+  // others then find what it built.
+  void open_data_source() {
+    const Components& c = *recipe_.components;
+    auto open = [&] { train_source_ = std::make_unique<instance::DataSource>(*c.data, c.data_params, host_services()); };
+    if (env_.rank == 0) open();
+    group_->barrier();
+    if (env_.rank != 0) open();
+  }
+
   void set_up_models() {
     const auto& b = recipe_.section("backbone");
     const std::string id = b["id"].get<std::string>();
@@ -160,21 +160,10 @@ class Trainer {
     options.device = device_;
     options.variant = b.value("variant", "");
     auto& backbones = BackboneRegistry::instance();
-    // The weights come from one place: the toy world's pretrained reference, a diffusers folder, or a
-    // config for random init. The toy world's UNet shape is its own [data] unet_config.
-    if (data_is_toy_world())
-      for (const char* key : {"pretrained", "config"})
-        if (b.contains(key))
-          throw std::runtime_error(std::string("[backbone] ") + key + " is set, but [data] id = \"toy-world\" trains " +
-                                   "the world's own pretrained reference UNet; HINT: remove backbone." + key +
-                                   " (the world's UNet shape is [data] unet_config), or use another [data] source");
-    fs::path folder;
-    if (data_is_toy_world()) {
-      world_ = std::make_unique<ToyWorldData>(prepare_toy_world_data(recipe_.section("data"), *group_));
-      folder = world_->reference_model;
-    } else if (b.contains("pretrained")) {
-      folder = b["pretrained"].get<std::string>();
-    }
+    // The weights come from one place (checked when the recipe was validated): a diffusers folder, a
+    // config for random init, or the model the data source's pairs were made for.
+    fs::path folder = train_source_->attribute("reference_model");
+    if (b.contains("pretrained")) folder = b["pretrained"].get<std::string>();
     if (!folder.empty()) {
       policy_ = backbones.load(id, folder, options);
       reference_ = backbones.load(id, folder, options);
@@ -205,41 +194,18 @@ class Trainer {
     policy_->set_gradient_checkpointing(b["gradient_checkpointing"].get<bool>());
   }
 
-  bool data_is_toy_world() const { return recipe_.section("data")["id"].get<std::string>() == "toy-world"; }
-
   void set_up_data() {
-    const auto& d = recipe_.section("data");
-    if (data_is_toy_world()) {
-      train_data_.source = data::open_hdf5_pairs(world_->train_shards.string(), host_services());
-      held_out_ = data::open_hdf5_pairs(world_->held_out_shards.string(), host_services());
-    } else {
-      const LoadedPlugin* plugin = registry_.find(d["id"].get<std::string>());
-      train_data_.source = open_dataset_plugin(*plugin, d);
-      const auto& e = recipe_.section("eval");
-      if (e.contains("shards")) held_out_ = data::open_hdf5_pairs(e["shards"].get<std::string>(), host_services());
-    }
+    const std::string held_out = train_source_->attribute("heldout_shards");
+    if (!held_out.empty()) held_out_ = data::open_hdf5_pairs(held_out, host_services());
 
-    check_data_fits_backbone(*train_data_.source);
+    check_data_fits_backbone(*train_source_);
     if (held_out_) check_data_fits_backbone(*held_out_);
 
     // Label noise: one decision per pair over the whole data set, the same for every rank and objective.
-    const auto& n = recipe_.section("noise");
-    const LoadedPlugin* noise = registry_.find(n["id"].get<std::string>());
-    nlohmann::json params = n;
-    params.erase("id");
-    std::vector<std::string> storage;
-    const std::vector<pd_param_value> values = to_param_values(*noise, params, storage);
-    const auto* functions = static_cast<const pd_noise_functions*>(noise->descriptor->functions);
-    pd_instance* instance = nullptr;
-    sdk::ErrorBuffer error;
-    if (functions->create(host_services(), values.data(), static_cast<uint32_t>(values.size()), &instance,
-                          error.get()) != PD_OK)
-      throw std::runtime_error("noise injector '" + noise->id() + "' refused its parameters: " + error.message());
-    train_data_.flips = std::make_unique<data::FlipTable>(data::FlipTable::decide(*train_data_.source, functions, instance));
-    functions->destroy(instance);
-    say("data: " + train_data_.source->label() + ", " + std::to_string(train_data_.source->pair_count()) +
-        " pairs; noise '" + noise->id() + "' flipped " + std::to_string(train_data_.flips->fraction()) +
-        " of them");
+    instance::NoiseInstance& noise = *recipe_.components->noise;
+    flips_ = std::make_unique<data::FlipTable>(data::FlipTable::decide(*train_source_, noise));
+    say("data: " + train_source_->label() + ", " + std::to_string(train_source_->pair_count()) + " pairs; noise '" +
+        noise.plugin().id() + "' flipped " + std::to_string(flips_->fraction()) + " of them");
 
     const auto& t = recipe_.section("train");
     data::ReaderOptions o;
@@ -248,10 +214,10 @@ class Trainer {
     o.world_size = env_.world_size;
     o.batch_size = static_cast<uint64_t>(t["batch_size"].get<long long>());
     o.caption_dropout = t["caption_dropout"].get<double>();
-    o.flips = train_data_.flips.get();
-    reader_ = std::make_unique<data::PairReader>(*train_data_.source, o);
+    o.flips = flips_.get();
+    reader_ = std::make_unique<data::PairReader>(*train_source_, o);
     if (reader_->batches_per_epoch() == 0)
-      throw std::runtime_error("data: " + train_data_.source->label() + " holds " +
+      throw std::runtime_error("data: " + train_source_->label() + " holds " +
                                std::to_string(reader_->pair_count()) + " pairs, fewer than one batch of " +
                                std::to_string(o.batch_size) + " per rank on " + std::to_string(env_.world_size) +
                                " rank(s)");
@@ -259,7 +225,7 @@ class Trainer {
 
   // Latents and prompt embeddings must have the shapes the backbone was built for: a clear error now
   // instead of a shape mismatch deep inside the first forward pass.
-  void check_data_fits_backbone(const data::SourceHandle& source) const {
+  void check_data_fits_backbone(const instance::DataSource& source) const {
     const nlohmann::json& config = policy_->config();
     auto require = [&](const std::string& tensor, size_t axis, int64_t expected, const std::string& key) {
       const auto* spec = source.find(tensor);
@@ -283,8 +249,7 @@ class Trainer {
   }
 
   void set_up_objectives_and_optimizer() {
-    objectives_ = std::make_unique<ObjectiveSet>(recipe_.section("objective"), registry_);
-    step_ = std::make_unique<DpoStep>(*policy_, *reference_, schedule_, *objectives_);
+    step_ = std::make_unique<DpoStep>(*policy_, *reference_, schedule_, objectives_);
     const auto named = policy_->named_parameters();
     for (const auto& [name, p] : named) parameters_.push_back(p);
     optimizer_ = optim::make_optimizer(recipe_.section("optim"), named);
@@ -349,20 +314,18 @@ class Trainer {
     m["world_size"] = env_.world_size;
     m["launcher"] = env_.launcher;
     m["threads_per_rank"] = at::get_num_threads();
-    m["realised_flip_fraction"] = train_data_.flips->fraction();
+    m["realised_flip_fraction"] = flips_->fraction();
     nlohmann::json plugins = nlohmann::json::array();
-    for (const LoadedPlugin& p : registry_.plugins())
+    for (const PluginLibrary& p : registry_.plugins())
       plugins.push_back({{"id", p.id()}, {"kind", kind_name(p.kind())}, {"version", p.descriptor->version},
                          {"formula_version", p.descriptor->formula_version ? p.descriptor->formula_version : ""},
                          {"abi", std::to_string(p.descriptor->abi_major) + "." + std::to_string(p.descriptor->abi_minor)},
                          {"path", p.path}});
     m["plugins"] = plugins;
     m["backbone"] = {{"id", policy_->id()}, {"config", policy_->config()}};
-    if (world_)
-      m["toy_world"] = {{"reference_model", world_->reference_model.string()},
-                        {"train_shards", world_->train_shards.string()},
-                        {"held_out_shards", world_->held_out_shards.string()},
-                        {"world", world_->world}};
+    nlohmann::json attributes = nlohmann::json::object();
+    for (const auto& [name, value] : train_source_->attributes()) attributes[name] = value;
+    m["data_source"] = {{"id", train_source_->id()}, {"label", train_source_->label()}, {"attributes", attributes}};
     return m;
   }
 
@@ -608,14 +571,17 @@ class Trainer {
       state["skipped_steps"] = skipped_;
       state["optimizer"] = optimizer_->name();
       state["objectives"] = nlohmann::json::array();
-      for (size_t k = 0; k < objectives_->size(); ++k)
-        state["objectives"].push_back({{"id", objectives_->instance(k).plugin().id()},
-                                       {"state_hex", hex(objectives_->instance(k).save_state())}});
+      for (size_t k = 0; k < objectives_.size(); ++k)
+        state["objectives"].push_back({{"id", objectives_.instance(k).plugin().id()},
+                                       {"state_hex", hex(objectives_.instance(k).save_state())}});
       ckpt.write_file("trainer_state.json", state.dump(2));
       ckpt.commit();
       run_->checkpoints().prune(static_cast<int>(recipe_.section("train")["keep_checkpoints"].get<long long>()));
     }
     group_->barrier();  // no rank runs ahead of a checkpoint it might need
+    const auto& r = recipe_.section("run");
+    note_checkpoint(fs::path(r["output_dir"].get<std::string>()) / r["name"].get<std::string>() / "checkpoints" /
+                    run::CheckpointStore::name_for(step));
   }
 
   static void write_tensors(const fs::path& path, const optim::NamedTensors& tensors) {
@@ -637,13 +603,20 @@ class Trainer {
       batch_in_epoch_ = state.at("batch_in_epoch").get<uint64_t>();
       skipped_ = state.at("skipped_steps").get<int64_t>();
       const auto& saved = state.at("objectives");
-      for (size_t k = 0; k < objectives_->size() && k < saved.size(); ++k)
-        objectives_->instance(k).load_state(unhex(saved[k].at("state_hex").get<std::string>()));
+      for (size_t k = 0; k < objectives_.size() && k < saved.size(); ++k)
+        objectives_.instance(k).load_state(unhex(saved[k].at("state_hex").get<std::string>()));
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error(state_file.string() + " is incomplete or damaged (" + e.what() + "); " + hint);
     }
     reader_->start(epoch_, batch_in_epoch_);
     say("resumed from " + checkpoint.string() + " at step " + std::to_string(resume_step_));
+  }
+
+  // What a crash report names as the way back (the fatal-signal and exit reporters print it).
+  static void note_checkpoint(const fs::path& checkpoint) {
+    instance::set_crash_context(checkpoint.empty() ? "no complete checkpoint yet"
+                                                   : "last complete checkpoint: " + checkpoint.string() +
+                                                         " (continue with --resume latest)");
   }
 
   void say(const std::string& message) {
@@ -663,11 +636,10 @@ class Trainer {
   std::unique_ptr<Backbone> policy_, reference_;
   std::vector<at::Tensor> parameters_;
   diffusion::NoiseSchedule schedule_;
-  std::unique_ptr<ToyWorldData> world_;
-  DataSet train_data_;
-  std::unique_ptr<data::SourceHandle> held_out_;
+  std::unique_ptr<instance::DataSource> train_source_, held_out_;
+  std::unique_ptr<data::FlipTable> flips_;
   std::unique_ptr<data::PairReader> reader_;
-  std::unique_ptr<ObjectiveSet> objectives_;
+  ObjectiveSet& objectives_;  // the instances the recipe's validation built
   std::unique_ptr<DpoStep> step_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LrSchedule> lr_schedule_;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "prefdiff/data/source_handle.hpp"
+#include "prefdiff/instance/data_source.hpp"
 
 namespace prefdiff::data {
 
@@ -24,9 +24,9 @@ struct DataExpectations {
 };
 
 // Mismatches as messages ("attribute 'backbone_family' is 'sdxl' in the data but the recipe expects 'sd15'").
-std::vector<std::string> expectation_mismatches(const SourceHandle& source, const DataExpectations& expected);
+std::vector<std::string> expectation_mismatches(const instance::DataSource& source, const DataExpectations& expected);
 // Throws std::runtime_error naming the data set and listing every mismatch.
-void check_expectations(const SourceHandle& source, const DataExpectations& expected);
+void check_expectations(const instance::DataSource& source, const DataExpectations& expected);
 
 }  // namespace prefdiff::data
 

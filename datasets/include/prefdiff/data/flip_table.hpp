@@ -8,16 +8,16 @@
 #include <cstdint>
 #include <vector>
 
-#include "prefdiff/data/source_handle.hpp"
-#include "prefdiff/noise.h"
+#include "prefdiff/instance/data_source.hpp"
+#include "prefdiff/instance/noise_instance.hpp"
 
 namespace prefdiff::data {
 
 class FlipTable {
  public:
   FlipTable() = default;  // no noise
-  // Calls `functions->decide(instance, ...)` once with every pair of `source`.
-  static FlipTable decide(SourceHandle& source, const pd_noise_functions* functions, pd_instance* instance);
+  // Calls the injector's decide() once with every pair of `source`.
+  static FlipTable decide(instance::DataSource& source, instance::NoiseInstance& noise);
   // From a mask by pair index (tests, resumed runs).
   explicit FlipTable(std::vector<uint8_t> mask);
 

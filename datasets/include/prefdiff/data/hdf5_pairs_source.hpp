@@ -8,6 +8,7 @@
 
 #include "prefdiff/data/shard_set.hpp"
 #include "prefdiff/dataset_sdk.hpp"
+#include "prefdiff/instance/data_source.hpp"
 
 namespace prefdiff::data {
 
@@ -25,6 +26,9 @@ class Hdf5PairsSource final : public prefdiff::sdk::DatasetSource {
 // The plugin's entry point, callable in-process (same contract as prefdiff_plugin_entry).
 pd_status hdf5_pairs_entry(uint32_t host_abi_major, uint32_t host_abi_minor, const pd_host_services* host,
                            const pd_plugin_descriptor** descriptor, pd_error* error);
+
+// The hdf5-pairs source linked into the host (no plugin file) over a shard file or glob.
+std::unique_ptr<instance::DataSource> open_hdf5_pairs(const std::string& shards, const pd_host_services* host = nullptr);
 
 }  // namespace prefdiff::data
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "prefdiff/data/flip_table.hpp"
-#include "prefdiff/data/source_handle.hpp"
+#include "prefdiff/instance/data_source.hpp"
 
 namespace prefdiff::data {
 
@@ -59,7 +59,7 @@ struct PairBatch {
 
 class PairReader {
  public:
-  PairReader(SourceHandle& source, ReaderOptions options);
+  PairReader(instance::DataSource& source, ReaderOptions options);
   ~PairReader();
   PairReader(const PairReader&) = delete;
   PairReader& operator=(const PairReader&) = delete;

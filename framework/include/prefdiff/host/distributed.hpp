@@ -43,6 +43,9 @@ class DataParallelGroup {
   // In-place sum over all ranks (host doubles; staged through the device for NCCL).
   void all_reduce_sum(double* values, size_t count);
   void barrier();
+  // Rank `root`'s bytes (a path, a message, a serialized state) on every rank: a c10d broadcast of the
+  // size, then of the bytes.
+  void broadcast(std::string& bytes, int root = 0);
   // Averages tensors (gradients) over all ranks in place, packed into flat buckets of at most
   // `bucket_elements` values per collective (fewer, larger messages than one per tensor).
   void all_reduce_mean(std::vector<at::Tensor>& tensors, int64_t bucket_elements);

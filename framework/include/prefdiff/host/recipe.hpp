@@ -1,16 +1,19 @@
 // Recipes: TOML files (toml++), `extends` chains merged key by key, `key.path=value` overrides, and
 // validation of every host section and every plugin's table against its schema. All problems are
-// collected and reported at once, each with file:line:column.
+// collected and reported at once, each with file:line:column. Validating a recipe builds its plugin
+// instances (objectives, noise injector); training uses those very instances.
 #pragma once
 
-#include <optional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "prefdiff/host/objective_set.hpp"
 #include "prefdiff/host/plugin_registry.hpp"
+#include "prefdiff/instance/noise_instance.hpp"
 
 namespace prefdiff {
 
@@ -29,11 +32,26 @@ struct Diagnostic {
 
 class RecipeError : public std::runtime_error {
  public:
-  explicit RecipeError(std::vector<Diagnostic> diagnostics);
+  // `total`: the number of problems found, when more were found than `diagnostics` keeps.
+  explicit RecipeError(std::vector<Diagnostic> diagnostics, size_t total = 0);
   const std::vector<Diagnostic>& diagnostics() const { return diagnostics_; }
+  size_t total() const { return total_; }
 
  private:
   std::vector<Diagnostic> diagnostics_;
+  size_t total_;
+};
+
+// At most this many problems are kept and printed; the rest are counted in one last line.
+constexpr size_t kMaxDiagnostics = 100;
+
+// The components a validated recipe built: the instances training uses.
+struct Components {
+  ObjectiveSet objectives;                          // one instance per [[objective]] entry, with its weight
+  std::unique_ptr<instance::NoiseInstance> noise;  // the [noise] injector
+  const PluginLibrary* data = nullptr;             // the [data] source: opened by training (opening reads data)
+  instance::ParamSet data_params;
+  const BuiltinTraits* data_traits = nullptr;      // when the source is built into the host
 };
 
 struct Recipe {
@@ -42,39 +60,21 @@ struct Recipe {
   std::vector<std::string> overrides;  // as given on the command line
   // Resolved values: every section with defaults filled; "objective" is always an array of tables.
   nlohmann::json values;
+  std::shared_ptr<Components> components;
 
   const nlohmann::json& section(const std::string& name) const { return values.at(name); }
   std::string to_toml() const;  // the resolved recipe, loadable again
 };
 
-// Loads, merges, overrides and validates. `registry` is filled from the search path (recipe
-// [plugins] paths first). Throws RecipeError listing every problem found.
+// Loads, merges, overrides and validates, and builds the plugin instances. `registry` is filled from the
+// search path (recipe [plugins] paths first). Throws RecipeError listing every problem found.
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides, PluginRegistry& registry);
-
-// One key of a table as given: by a recipe file (with its location) or on the command line.
-struct GivenValue {
-  std::string key;
-  nlohmann::json value;
-  SourceLocation where;
-  std::string raw_text;  // command-line text when given as k=v (a string-typed key takes it verbatim)
-};
-
-// Checks given keys against a schema (unknown keys with did-you-mean, types, ranges), fills defaults,
-// and returns the resolved table. `host_keys` are accepted and skipped (e.g. id, weight). `owner`
-// names the table in messages, e.g. "[objective] 'alpha-dpo'".
-nlohmann::json resolve_params(const std::vector<KeySpec>& schema, const std::vector<GivenValue>& given,
-                              const std::vector<std::string>& host_keys, const std::string& owner,
-                              std::vector<Diagnostic>& diagnostics);
 
 // Parses a command-line value: TOML syntax (1e-3, true, "x", [..]) or, failing that, a bare string.
 nlohmann::json parse_cli_value(const std::string& text);
 
-// Lets the plugin itself judge its parameters: create() then destroy() an instance. Returns the
-// plugin's own message on refusal. Datasets are not instantiated (that would touch data).
-std::optional<std::string> try_instantiate(const LoadedPlugin& plugin, const nlohmann::json& params);
-
-// The ABI view of resolved params; `storage` keeps the strings alive.
-std::vector<pd_param_value> to_param_values(const LoadedPlugin& plugin, const nlohmann::json& params,
-                                            std::vector<std::string>& storage);
+// key=value words (command-line parameters of `plugins check|eval`) checked against a plugin's schema
+// like a recipe table; `owner` names them in messages. Throws RecipeError listing every problem.
+instance::ParamSet params_from_arguments(const PluginLibrary& plugin, const std::vector<std::string>& arguments);
 
 }  // namespace prefdiff

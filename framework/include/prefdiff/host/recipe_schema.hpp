@@ -7,18 +7,21 @@
 #include <vector>
 
 #include "prefdiff/abi.h"
-#include "prefdiff/host/schema.hpp"
+#include "prefdiff/instance/params.hpp"
 
 namespace prefdiff {
+
+using instance::ParamSpec;
+using instance::ValueType;
 
 struct SectionSpec {
   std::string name;
   std::string doc;
-  std::vector<KeySpec> keys;          // host-owned keys of the section
+  std::vector<ParamSpec> keys;          // host-owned keys of the section
   std::optional<pd_kind> component;   // set: the section names a plugin by `id`; its params live here too
   bool allow_array = false;           // [[objective]]: several weighted entries
 
-  const KeySpec* key(const std::string& key_name) const;
+  const ParamSpec* key(const std::string& key_name) const;
 };
 
 const std::vector<SectionSpec>& recipe_sections();

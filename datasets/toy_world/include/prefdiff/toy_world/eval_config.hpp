@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "prefdiff/host/schema.hpp"
+#include "prefdiff/instance/params.hpp"
 
 namespace prefdiff::toy {
 
@@ -28,7 +28,7 @@ struct EvalConfig {
   nlohmann::json to_json() const;
 };
 
-const std::vector<KeySpec>& eval_schema();
+const std::vector<instance::ParamSpec>& eval_schema();
 
 }  // namespace prefdiff::toy
 

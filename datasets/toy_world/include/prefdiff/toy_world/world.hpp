@@ -14,9 +14,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "prefdiff/host/schema.hpp"
+#include "prefdiff/instance/params.hpp"
 
 namespace prefdiff::toy {
+
+using instance::ParamSpec;
+using instance::ValueType;
 
 // Bumped whenever generation, pretraining or pair drawing changes what a config produces: it is part
 // of every cache key, so stale cached worlds are never reused.
@@ -68,7 +71,7 @@ struct WorldConfig {
 };
 
 // The keys of the [data] section, typed and ranged like every other recipe section.
-const std::vector<KeySpec>& world_schema();
+const std::vector<ParamSpec>& world_schema();
 
 // Counter-based generator: value i of stream (seed, stream) is a pure function of the three numbers
 // (splitmix64 finalisers), so draws never depend on order, batching or thread count.

@@ -1,4 +1,4 @@
-#include "prefdiff/host/did_you_mean.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
 
 #include <algorithm>
 

@@ -2,9 +2,9 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "prefdiff/conformance.hpp"
+#include "prefdiff/instance/default_services.hpp"
 
-namespace prefdiff::conformance {
+namespace prefdiff::instance {
 namespace {
 
 const char* level_name(pd_log_level level) {
@@ -55,4 +55,4 @@ const pd_host_services* default_host_services() {
   return &services;
 }
 
-}  // namespace prefdiff::conformance
+}  // namespace prefdiff::instance

@@ -1,8 +1,9 @@
 // The host's side of the tier-1 dataset ABI: one created dataset-source instance, with its description
-// in C++ types and read() turning status codes into exceptions. Works the same for a plugin loaded from a
-// file and for the built-in hdf5-pairs source.
-#ifndef PREFDIFF_DATA_SOURCE_HANDLE_HPP
-#define PREFDIFF_DATA_SOURCE_HANDLE_HPP
+// in C++ types and read() turning status codes into exceptions naming the source. Works the same for a
+// plugin loaded from a file and for a source built into the host (hdf5-pairs in-process, the synthetic
+// world).
+#ifndef PREFDIFF_INSTANCE_DATA_SOURCE_HPP
+#define PREFDIFF_INSTANCE_DATA_SOURCE_HPP
 
 #include <cstdint>
 #include <memory>
@@ -12,10 +13,13 @@
 
 #include "prefdiff/dataset.h"
 #include "prefdiff/dataset_sdk.hpp"
+#include "prefdiff/instance/default_services.hpp"
+#include "prefdiff/instance/library.hpp"
+#include "prefdiff/instance/params.hpp"
 
-namespace prefdiff::data {
+namespace prefdiff::instance {
 
-class SourceHandle {
+class DataSource {
  public:
   // One output of a read: `capacity` bytes at `data` for rows of tensor `name`.
   struct Output {
@@ -24,12 +28,12 @@ class SourceHandle {
     size_t capacity;
   };
 
-  // Creates an instance of a dataset plugin. `descriptor` comes from its entry point; `params` are
-  // already checked against its schema. Throws std::runtime_error with the plugin's message.
-  SourceHandle(const pd_plugin_descriptor* descriptor, const pd_host_services* host, const std::vector<pd_param_value>& params);
-  ~SourceHandle();
-  SourceHandle(const SourceHandle&) = delete;
-  SourceHandle& operator=(const SourceHandle&) = delete;
+  // Creates an instance of a dataset plugin and reads its description. Throws PluginError with the
+  // plugin's message when create() or describe() fails.
+  DataSource(const PluginLibrary& plugin, ParamSet params, const pd_host_services* host = default_host_services());
+  ~DataSource();
+  DataSource(const DataSource&) = delete;
+  DataSource& operator=(const DataSource&) = delete;
 
   const std::string& id() const { return id_; }
   uint64_t pair_count() const { return pair_count_; }
@@ -42,7 +46,13 @@ class SourceHandle {
 
   void read(const uint64_t* indices, size_t count, const uint8_t* empty_prompt, const std::vector<Output>& outputs);
 
+  const PluginLibrary& plugin() const { return plugin_; }
+  const ParamSet& params() const { return params_; }
+
  private:
+  PluginLibrary plugin_;
+  ParamSet params_;
+  std::string plugin_label_;
   std::string id_;
   const pd_dataset_functions* functions_ = nullptr;
   pd_instance* instance_ = nullptr;
@@ -51,9 +61,6 @@ class SourceHandle {
   std::vector<std::pair<std::string, std::string>> attributes_;
 };
 
-// The built-in hdf5-pairs source (linked in, no plugin file) over a shard file or glob.
-std::unique_ptr<SourceHandle> open_hdf5_pairs(const std::string& shards, const pd_host_services* host = nullptr);
+}  // namespace prefdiff::instance
 
-}  // namespace prefdiff::data
-
-#endif  // PREFDIFF_DATA_SOURCE_HANDLE_HPP
+#endif  // PREFDIFF_INSTANCE_DATA_SOURCE_HPP

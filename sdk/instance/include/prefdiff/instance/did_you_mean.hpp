@@ -1,4 +1,4 @@
-// "Did you mean ...?" suggestions for unknown keys, sections and plugin ids.
+// "Did you mean ...?" suggestions for unknown keys, sections and plugin ids (standard library only).
 #pragma once
 
 #include <string>
