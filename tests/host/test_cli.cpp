@@ -1,5 +1,6 @@
 // The `prefdiff` command end to end: output and documented exit codes.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -89,4 +90,19 @@ TEST(Cli, MissingRecipeFileIsAnError) {
   const Result r = run("recipe validate /nonexistent/recipe.toml");
   EXPECT_EQ(r.code, 3) << r.output;
   EXPECT_NE(r.output.find("recipe file '/nonexistent/recipe.toml' does not exist"), std::string::npos) << r.output;
+}
+
+// Issue 20: `data validate` exited 2 (the usage status) on a bad shard, while its help and the docs say 1.
+TEST(Cli, DataValidateExitsOneOnABadShard) {
+  if (run("data --help").code != 0) GTEST_SKIP() << "this build has no `data` commands";
+  const std::string shard = ::testing::TempDir() + "/not_a_shard_" + std::to_string(::getpid()) + ".h5";
+  FILE* f = std::fopen(shard.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("this is not HDF5\n", f);
+  std::fclose(f);
+  const Result r = run("data validate " + shard);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find(shard), std::string::npos) << r.output;
+  std::remove(shard.c_str());
+  EXPECT_EQ(run("data validate").code, 2) << "a missing argument is still a usage error";
 }
