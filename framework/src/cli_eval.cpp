@@ -3,10 +3,15 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "prefdiff/backbone.hpp"
 #include "prefdiff/host/cli.hpp"
@@ -40,10 +45,48 @@ Diagnostic problem(const std::string& where, const std::string& message) {
   return d;
 }
 
+std::string checkpoints_of(const run::CheckpointStore& store) {
+  std::string list;
+  for (const run::CheckpointInfo& c : store.list())
+    if (c.complete) list += (list.empty() ? "" : ", ") + c.path.string();
+  return list.empty() ? "none yet" : list;
+}
+
+// --checkpoint PATH: a checkpoint folder (RUN/checkpoints/step-N, with its checkpoint.json), or "latest"
+// (the newest complete one). Every refusal is about `eval`, and lists the run's checkpoints.
+run::CheckpointInfo given_checkpoint(const run::CheckpointStore& store, const fs::path& run_dir, const std::string& given) {
+  const std::string hint = ". HINT: pass one of this run's checkpoints (" + checkpoints_of(store) +
+                           "), or leave --checkpoint out to evaluate its final one";
+  if (given == "latest") {
+    if (std::optional<run::CheckpointInfo> latest = store.latest()) return *latest;
+    throw std::runtime_error("--checkpoint latest: run " + run_dir.string() + " has no complete checkpoint; HINT: train "
+                             "it first (`prefdiff train " + (run_dir / "recipe.toml").string() + " --resume latest` "
+                             "continues it)");
+  }
+  const fs::path p(given);
+  std::error_code ec;
+  if (!fs::exists(p, ec)) throw std::runtime_error("--checkpoint " + given + ": no such folder" + hint);
+  const bool marker = fs::exists(p / run::kCheckpointMarker, ec);
+  const bool diffusers = fs::exists(p / "config.json", ec) || fs::exists(p / "model_index.json", ec) ||
+                         fs::exists(p / "unet" / "config.json", ec);
+  if (!marker && diffusers)
+    throw std::runtime_error(
+        "--checkpoint " + given + " is a diffusers model folder, not a checkpoint of a prefdiff run: `prefdiff eval` "
+        "scores a checkpoint of the run " + run_dir.string() + " (its unet/ with the checkpoint.json that records "
+        "the run's recipe) against that run's reference" + hint);
+  if (!marker && fs::is_directory(p / "checkpoints", ec))
+    throw std::runtime_error("--checkpoint " + given + " is a run folder, not a checkpoint; evaluate that run with "
+                             "`prefdiff eval " + given + "`" + hint);
+  const run::CheckpointInfo info = run::CheckpointStore::inspect(p);
+  if (!info.complete)
+    throw std::runtime_error("--checkpoint " + given + " is not a complete checkpoint: " + info.problem + hint);
+  return info;
+}
+
 // The policy to evaluate: --checkpoint, else the run's final checkpoint (training must have finished).
 run::CheckpointInfo choose_checkpoint(const fs::path& run_dir, const nlohmann::json& recipe, const std::string& given) {
   run::CheckpointStore store(run_dir / "checkpoints");
-  if (!given.empty()) return store.resolve(given);
+  if (!given.empty()) return given_checkpoint(store, run_dir, given);
   const int64_t steps = recipe.at("train").at("steps").get<int64_t>();
   const std::optional<run::CheckpointInfo> latest = store.latest();
   if (!latest)
@@ -55,6 +98,20 @@ run::CheckpointInfo choose_checkpoint(const fs::path& run_dir, const nlohmann::j
                              "; HINT: finish it with `prefdiff train " + (run_dir / "recipe.toml").string() +
                              " --resume latest`, or evaluate that checkpoint with --checkpoint " + latest->path.string());
   return *latest;
+}
+
+// The keys (a/b/0 paths) of every number in `j` that is NaN or infinite.
+std::vector<std::string> non_finite_numbers(const nlohmann::json& j, const std::string& path = "") {
+  std::vector<std::string> out;
+  if (j.is_number_float() && !std::isfinite(j.get<double>())) {
+    out.push_back(path + " = " + std::to_string(j.get<double>()));
+  } else if (j.is_object() || j.is_array()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string key = j.is_object() ? it.key() : std::to_string(std::distance(j.begin(), it));
+      for (std::string& b : non_finite_numbers(*it, path.empty() ? key : path + "/" + key)) out.push_back(std::move(b));
+    }
+  }
+  return out;
 }
 
 // Evaluation settings: defaults from the run's recipe, then the command line's key=value.
@@ -139,6 +196,15 @@ void run_eval(const EvalArgs& args) {
   reference->set_requires_grad(false);
 
   nlohmann::json result = toy::evaluate(*policy, *reference, world, config);
+  // A NaN is no result: a sweep would tabulate it, and JSON would turn it into null.
+  if (const std::vector<std::string> bad = non_finite_numbers(result); !bad.empty()) {
+    std::string list;
+    for (const std::string& b : bad) list += (list.empty() ? "" : ", ") + b;
+    throw std::runtime_error("eval " + run_dir.string() + ": the evaluation of " + checkpoint.path.string() +
+                             " gave non-finite metrics (" + list + "); nothing was written. HINT: the policy's outputs "
+                             "overflow or are NaN: evaluate an earlier checkpoint, or check the run's metrics.jsonl for "
+                             "where the training diverged");
+  }
   // Only what the inputs determine (no paths outside the run, no times): reruns give identical bytes.
   result["format"] = "prefdiff-eval";
   result["format_version"] = 1;

@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/module.h>
 
+#include <unistd.h>
+
 #include <fstream>
 #include <map>
 
@@ -146,6 +148,116 @@ TEST(UnetStructure, DiffusersTinyTestConfigs) {
   f["block_out_channels"] = {2, 4};
   f["norm_num_groups"] = 1;
   EXPECT_EQ(count_on_meta(f).params, 15416);
+}
+
+// The size check counts the model from its config alone; the reference is the model built on the meta
+// device. Configs cover both block kinds, linear and conv projections, text_time, heads that do not divide
+// the channels, odd kernels, per-block lists and no mid block.
+TEST(UnetConfig, ParameterCountFromTheConfigMatchesTheBuiltModel) {
+  std::vector<json> configs = {fixture("sd15_unet_config.json"), fixture("sdxl_unet_config.json"), tiny_sd15(),
+                               tiny_sdxl()};
+  json odd = tiny_sdxl();
+  odd["attention_head_dim"] = {3, 5};  // 32 / 3 and 64 / 5: the inner width is rounded down
+  odd["conv_in_kernel"] = 5;
+  odd["conv_out_kernel"] = 1;
+  odd["layers_per_block"] = {1, 3};
+  odd["in_channels"] = 9;
+  odd["out_channels"] = 3;
+  odd["time_embedding_dim"] = 48;
+  configs.push_back(odd);
+  json no_mid = tiny_sd15();
+  no_mid["mid_block_type"] = nullptr;
+  no_mid["block_out_channels"] = {32, 64, 96};
+  no_mid["down_block_types"] = {"CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"};
+  no_mid["up_block_types"] = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+  configs.push_back(no_mid);
+  for (const json& cfg : configs) {
+    const double counted = Unet2dConfig::from_json(cfg).parameter_count();
+    EXPECT_EQ(static_cast<int64_t>(counted), count_on_meta(cfg).params) << cfg.dump();
+  }
+}
+
+// Issue 20: hostile config.json values gave follow-on errors, raw allocator errors after allocating
+// gigabytes, or were accepted (norm_eps = -1); a JSON array gave "cannot use key() for non-object
+// iterators" without the file. Each is now one problem naming the key, found before any allocation.
+TEST(UnetConfig, HostileValuesAreRefusedByKeyBeforeAnyAllocation) {
+  auto problems_of = [](const json& cfg) {
+    try {
+      Unet2dConfig::from_json(cfg, "hostile/config.json");
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const json base = fixture("sd15_unet_config.json");
+  struct Case {
+    const char* key;
+    json value;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {"block_out_channels", {320, -640, 1280, 1280}, "'block_out_channels' entry 1 is -640; each must be an integer from 1 to 16384"},
+      {"block_out_channels", {320, 640.5, 1280, 1280}, "'block_out_channels' entry 1 is 640.5"},
+      {"block_out_channels", json::parse("[320, 640, 1180591620717411303424, 1280]"), "'block_out_channels' entry 2 is 1.1805916207174113e+21"},
+      {"block_out_channels", {320, 640, 1280, 1000000000}, "'block_out_channels' entry 3 is 1000000000"},
+      {"block_out_channels", json::parse("[18446744073709551615, 640, 1280, 1280]"), "entry 0 is 18446744073709551615"},
+      {"layers_per_block", 1000000000, "'layers_per_block' must be an integer from 1 to 100"},
+      {"transformer_layers_per_block", 1000000, "'transformer_layers_per_block' must be an integer from 1 to 100"},
+      {"norm_eps", -1, "'norm_eps' must be a positive finite number, got -1"},
+      {"norm_eps", 0, "'norm_eps' must be a positive finite number, got 0"},
+      {"cross_attention_dim", 1 << 30, "'cross_attention_dim' must be an integer from 1 to 65536"},
+      {"conv_in_kernel", 999, "'conv_in_kernel' must be an integer from 1 to 15"},
+      {"in_channels", -4, "'in_channels' must be an integer from 1 to 16384"},
+      {"mid_block_scale_factor", 0, "'mid_block_scale_factor' must be a positive finite number"},
+  };
+  for (const Case& c : cases) {
+    json cfg = base;
+    cfg[c.key] = c.value;
+    const std::string m = problems_of(cfg);
+    SCOPED_TRACE(std::string(c.key) + " = " + c.value.dump());
+    EXPECT_NE(m.find("hostile/config.json: 1 problem(s) in the UNet config"), std::string::npos)
+        << "one problem, no follow-on errors: " << m;
+    EXPECT_NE(m.find(c.expected), std::string::npos) << m;
+  }
+  // Every value in range, the whole model too large: refused with its size, before allocating.
+  json big = base;
+  big["block_out_channels"] = {16384, 16384, 16384, 16384};
+  big["layers_per_block"] = 100;
+  const std::string m = problems_of(big);
+  EXPECT_NE(m.find("describes a UNet of "), std::string::npos) << m;
+  EXPECT_NE(m.find("prefdiff builds at most 2e+10"), std::string::npos) << m;
+  // An array instead of an object: the file is named, and the backbone says so before anything else.
+  EXPECT_NE(problems_of(json::array({1, 2})).find("hostile/config.json: the UNet config must be a JSON object"),
+            std::string::npos);
+  const fs::path dir = temp_dir("arrayconfig");
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << "[320, 640]";
+  try {
+    BackboneRegistry::instance().load("unet2d", dir);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind((dir / "config.json").string() + ": the UNet config must be a JSON object", 0), 0u)
+        << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+// A config within every limit but larger than this machine's memory: refused with its size by the backbone
+// before it allocates (skipped where the machine could hold it: the test must never allocate it).
+TEST(UnetBackbone, AModelLargerThanMemoryIsRefusedBeforeAllocation) {
+  json cfg = fixture("sd15_unet_config.json");
+  cfg["block_out_channels"] = {1088, 2176, 4352, 4352};  // about 1e10 parameters: 40 GB in float32
+  cfg["attention_head_dim"] = 32;
+  const double bytes = Unet2dConfig::from_json(cfg).parameter_count() * 4;
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  if (!(bytes > memory)) GTEST_SKIP() << "this machine has " << memory / 1e9 << " GB, enough for " << bytes / 1e9 << " GB";
+  try {
+    BackboneRegistry::instance().create("unet2d", cfg);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("GB of weights in Float; this machine has"), std::string::npos) << m;
+  }
 }
 
 TEST(UnetConfig, ReportsEveryProblemAtOnceWithSuggestions) {

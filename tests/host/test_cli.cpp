@@ -1,5 +1,6 @@
 // The `prefdiff` command end to end: output and documented exit codes.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -36,7 +37,7 @@ TEST(Cli, VersionNamesLibTorchCudaAndAbi) {
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("LibTorch 2."), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("CUDA: "), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("plugin ABI 1.0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("plugin ABI 1.1"), std::string::npos) << r.output;
 }
 
 TEST(Cli, ListsAndDescribesPlugins) {
@@ -205,4 +206,19 @@ TEST(CliRecipeChecks, ThousandsOfUnknownKeysPrintTheFirstHundredAndACount) {
   expect_contains(r, "prefdiff_many_keys.toml:3:17: error: [train] unknown key 'unknown_00000'");
   expect_contains(r, "... and 19900 more problem(s) not shown (20000 in all)");
   std::remove(file.c_str());
+}
+
+// Issue 20: `data validate` exited 2 (the usage status) on a bad shard, while its help and the docs say 1.
+TEST(Cli, DataValidateExitsOneOnABadShard) {
+  if (run("data --help").code != 0) GTEST_SKIP() << "this build has no `data` commands";
+  const std::string shard = ::testing::TempDir() + "/not_a_shard_" + std::to_string(::getpid()) + ".h5";
+  FILE* f = std::fopen(shard.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("this is not HDF5\n", f);
+  std::fclose(f);
+  const Result r = run("data validate " + shard);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find(shard), std::string::npos) << r.output;
+  std::remove(shard.c_str());
+  EXPECT_EQ(run("data validate").code, 2) << "a missing argument is still a usage error";
 }

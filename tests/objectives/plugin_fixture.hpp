@@ -31,11 +31,13 @@ inline pc::PluginLibrary broken(const std::string& name) {
                                           prefdiff::instance::default_host_services());
 }
 
-inline pc::GivenParam real(const char* name, double value) { return {name, prefdiff::instance::Value::real(value), "", ""}; }
-inline pc::GivenParam integer(const char* name, long long value) {
+inline pc::GivenParam real(const std::string& name, double value) {
+  return {name, prefdiff::instance::Value::real(value), "", ""};
+}
+inline pc::GivenParam integer(const std::string& name, long long value) {
   return {name, prefdiff::instance::Value::whole(value), "", ""};
 }
-inline pc::GivenParam text(const char* name, const char* value) {
+inline pc::GivenParam text(const std::string& name, const std::string& value) {
   return {name, prefdiff::instance::Value::string(value), "", ""};
 }
 

@@ -220,7 +220,9 @@ TEST(AtomicDirectory, SigkillDuringRepeatedCommitsNeverLeavesAPartialFolder) {
     EXPECT_TRUE(all_bytes_are(w, c));
     EXPECT_TRUE(all_bytes_are(o, c));
     EXPECT_EQ(s, std::string("{\"k\":\"") + c + "\"}");
-    remove_stale_temporaries(tmp.path());
+    // Cleaned as a run cleans its own folders, under their lock: without it, a kill between a temporary's
+    // mkdir and its owner marker (microseconds) would leave one that no cleanup can prove abandoned.
+    remove_stale_temporaries(tmp.path(), /*folder_is_locked=*/true);
     EXPECT_EQ(names_in(tmp.path()), std::vector<std::string>{"ckpt"}) << "round " << round;
   }
 }
@@ -296,4 +298,50 @@ TEST(StaleTemporaries, LiveProcessesAreSparedUnlessTheFolderIsLocked) {
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].filename(), ".ckpt.tmp-1-0");
   EXPECT_EQ(names_in(tmp.path()), std::vector<std::string>{".other.tmp-1-0"});
+}
+
+// Without the folder's lock (a folder shared with other runs, such as run.output_dir) only a provably
+// abandoned temporary goes: a folder its AtomicDirectory marked, made on this host by a process that is
+// gone. A folder that only has the name pattern is someone's data.
+TEST(StaleTemporaries, UnlockedCleaningRemovesOnlyWhatItsMakerMarkedAndLeft) {
+  TempDir tmp;
+  // A writer killed before its commit: its temporary has the marker; the writer is gone.
+  const pid_t writer = ::fork();
+  if (writer == 0) {
+    AtomicDirectory dir(tmp / "ckpt");
+    dir.write_file("w.bin", "half");
+    ::_exit(0);  // no destructors
+  }
+  ASSERT_EQ(::waitpid(writer, nullptr, 0), writer);
+  std::string abandoned;
+  for (const std::string& n : names_in(tmp.path()))
+    if (n.rfind(".ckpt.tmp-" + std::to_string(writer) + "-", 0) == 0) abandoned = n;
+  ASSERT_TRUE(fs::exists(tmp / abandoned / ".prefdiff-temporary")) << abandoned;
+  // Folders with the pattern and the same dead pid but no marker: a run named like a temporary.
+  fs::create_directories(tmp / (".victim.tmp-" + std::to_string(writer) + "-0") / "checkpoints");
+  // A marker from another host: its pid means nothing here.
+  fs::create_directories(tmp / (".remote.tmp-" + std::to_string(writer) + "-0"));
+  std::ofstream(tmp / (".remote.tmp-" + std::to_string(writer) + "-0") / ".prefdiff-temporary")
+      << "pid " << writer << "\nstart 1\nhost another-machine-" << ::getpid() << "\n";
+  // Our own pid, but another start time: an earlier process that had this pid (pid reuse).
+  const std::string reused = ".old.tmp-" + std::to_string(::getpid()) + "-999";
+  fs::create_directories(tmp / reused);
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  std::ofstream(tmp / reused / ".prefdiff-temporary") << "pid " << ::getpid() << "\nstart 1\nhost " << host << "\n";
+  // A live AtomicDirectory of this process is never touched.
+  AtomicDirectory live(tmp / "live");
+
+  std::vector<fs::path> removed = remove_stale_temporaries(tmp.path());
+  std::vector<std::string> names;
+  for (const fs::path& p : removed) names.push_back(p.filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{abandoned, reused}));
+  EXPECT_TRUE(fs::exists(tmp / (".victim.tmp-" + std::to_string(writer) + "-0") / "checkpoints"));
+  EXPECT_TRUE(fs::exists(tmp / (".remote.tmp-" + std::to_string(writer) + "-0")));
+  EXPECT_TRUE(fs::exists(live.path()));
+  // The marker is gone from what is committed.
+  live.write_file("a.txt", "x");
+  live.commit();
+  EXPECT_EQ(names_in(tmp / "live"), std::vector<std::string>{"a.txt"});
 }

@@ -235,7 +235,9 @@ TEST(CheckpointStore, SigkillDuringSaveAndPruneLeavesOnlyCompleteCheckpoints) {
     ASSERT_FALSE(all.empty());
     for (const CheckpointInfo& ckpt : all) EXPECT_TRUE(ckpt.complete) << ckpt.path << ": " << ckpt.problem;
     EXPECT_GE(store.resolve("latest").step, first);
-    remove_stale_temporaries(store.dir());
+    // A run cleans its checkpoints under the run folder's lock (RunDirectory), where every temporary is
+    // stale; without it a kill between a temporary's mkdir and its owner marker would leave an unprovable one.
+    remove_stale_temporaries(store.dir(), /*folder_is_locked=*/true);
     for (const std::string& name : names_in(store.dir())) EXPECT_EQ(name.rfind("step-", 0), 0u) << name;
   }
 }

@@ -223,3 +223,40 @@ TEST(RunDirectory, RefusesNamesThatAreNotFolderNames) {
     EXPECT_THROW(RunDirectory::open(o, info()), RunError) << bad;
   }
 }
+
+// Issue 20: run.name=".victim.tmp-999999-0" trained, and a later run named "victim" in the same output folder
+// deleted that run as its own stale temporary.
+TEST(RunDirectory, ANameInTheTemporaryPatternIsRefusedAndSuchAFolderIsNeverDeleted) {
+  TempDir tmp;
+  RunOptions o = options(tmp);
+  o.name = ".victim.tmp-999999-0";
+  const std::string msg = error_of([&] { RunDirectory::open(o, info()); });
+  EXPECT_NE(msg.find("has '.' at position 1"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(tmp / "runs" / o.name));
+
+  // Such a folder made some other way (an older prefdiff, by hand) holds someone's data: a run named
+  // "victim" must not take it for a temporary of its own, whatever the pid in its name.
+  const pid_t gone = ::fork();  // a pid that certainly has no process any more
+  if (gone == 0) ::_exit(0);
+  ::waitpid(gone, nullptr, 0);
+  for (const std::string& name : {std::string(".victim.tmp-999999-0"), ".victim.tmp-" + std::to_string(gone) + "-0"}) {
+    fs::create_directories(tmp / "runs" / name / "checkpoints");
+    std::ofstream(tmp / "runs" / name / "run.json") << "{}";
+  }
+  o.name = "victim";
+  { RunDirectory run = RunDirectory::open(o, info()); }
+  EXPECT_TRUE(fs::exists(tmp / "runs" / ".victim.tmp-999999-0" / "run.json"));
+  EXPECT_TRUE(fs::exists(tmp / "runs" / (".victim.tmp-" + std::to_string(gone) + "-0") / "run.json"));
+  EXPECT_TRUE(fs::exists(tmp / "runs" / "victim" / "run.json"));
+}
+
+// Issue 20: a 300-character name failed with "File name too long. HINT: check that the folder is writable".
+TEST(RunDirectory, ATooLongNameIsRefusedWithItsLength) {
+  TempDir tmp;
+  RunOptions o = options(tmp);
+  o.name = std::string(300, 'r');
+  const std::string msg = error_of([&] { RunDirectory::open(o, info()); });
+  EXPECT_NE(msg.find("is 300 characters long; at most 128"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("writable"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(tmp / "runs"));
+}

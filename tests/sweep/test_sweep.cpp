@@ -136,6 +136,45 @@ TEST(SweepNames, ValuesAndOverrides) {
   EXPECT_EQ(override_text({"x.flag", true}), "x.flag=true");
 }
 
+// Issue 20: a variant named a`touch pwned` ran `touch` when gnuplot drew the plots. Names that label
+// folders, tables, plots and Slurm scripts follow the run-name rule, checked when the file is parsed.
+TEST(SweepNames, HostileVariantAndSweepNamesAreRefusedAtParseTime) {
+  const std::string e = parse_error(R"toml(
+[sweep]
+name = "s`touch pwned`"
+recipe = "r.toml"
+baseline = "dpo"
+[[sweep.variant]]
+name = "dpo"
+[[sweep.variant]]
+name = "a`touch pwned`"
+[[sweep.variant]]
+name = "b$(touch pwned)"
+[[sweep.variant]]
+name = "c\"quoted\""
+[[sweep.variant]]
+name = "d\nnewline"
+[[sweep.variant]]
+name = "e\u0000nul"
+[[sweep.variant]]
+name = ".hidden.tmp-1-0"
+)toml");
+  EXPECT_NE(e.find("7 problem(s)"), std::string::npos) << e;
+  EXPECT_NE(e.find("s.toml:3:8: [sweep] name 's`touch pwned`' has '`' at position 2, which is not allowed"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("[[sweep.variant]] name 'a`touch pwned`' has '`' at position 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("name 'b$(touch pwned)' has '$' at position 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("name 'c\"quoted\"' has '\"' at position 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("name 'd\\nnewline' has '\\n' at position 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("name 'e\\0nul' has '\\0' at position 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("name '.hidden.tmp-1-0' has '.' at position 1"), std::string::npos) << e;
+  EXPECT_NE(e.find("use only letters A-Z a-z, digits, '.', '_', '+' and '-'"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\0'), std::string::npos) << "the message itself holds no raw control character";
+  EXPECT_EQ(e.find("d\nnewline"), std::string::npos) << e;
+  // A file whose stem breaks the rule still gives a usable default name.
+  EXPECT_EQ(SweepSpec::parse("[sweep]\nrecipe = \"r.toml\"\n", "/x/my sweep.toml", "/x/o").name, "my_sweep");
+}
+
 // ------------------------------------------------------------------------------------------------ grid
 
 TEST(SweepGrid, VariantsCrossedWithTheGridInFileOrder) {
@@ -203,10 +242,9 @@ run.seed = 3
   EXPECT_NE(e.find("run.seed: expected a non-empty array"), std::string::npos) << e;
   EXPECT_NE(e.find("s.toml:4:"), std::string::npos) << "problems carry file:line: " << e;
 
-  // Two variants whose names sanitise to one folder.
-  const std::string clash = parse_error(
-      "[sweep]\nrecipe = \"r.toml\"\n[[sweep.variant]]\nname = \"a/b\"\n[[sweep.variant]]\nname = \"a_b\"\n");
-  EXPECT_NE(clash.find("both get the folder name 'a_b'"), std::string::npos) << clash;
+  // Two grid values that sanitise to one folder name.
+  const std::string clash = parse_error("[sweep]\nrecipe = \"r.toml\"\n[sweep.grid]\nobjective.id = [\"a/b\", \"a_b\"]\n");
+  EXPECT_NE(clash.find("both get the folder name 'objective.id-a_b'"), std::string::npos) << clash;
   // A reference to a key that no job sets.
   const std::string ref = parse_error(
       "[sweep]\nrecipe = \"r.toml\"\n[[sweep.variant]]\nname = \"r\"\nset = { \"objective.eps\" = \"${noise.rat}\" }\n");
@@ -328,8 +366,9 @@ TEST(SweepReport, AggregatesFabricatedRunFolders) {
   EXPECT_EQ(r.jobs, 12);
   EXPECT_EQ(r.finished, 11);
   EXPECT_EQ(r.failed, 1);
-  EXPECT_NE(r.problems.find("rdpo__noise.rate-0.2__run.seed-2`: failed (in train, exit code 3); log: " +
-                            (spec.output_dir / "logs/rdpo__noise.rate-0.2__run.seed-2.log").string()),
+  // The log path in a code span too: its "__" would otherwise render as bold.
+  EXPECT_NE(r.problems.find("rdpo__noise.rate-0.2__run.seed-2`: failed (in train, exit code 3); log: `" +
+                            (spec.output_dir / "logs/rdpo__noise.rate-0.2__run.seed-2.log").string() + "`"),
             std::string::npos) << r.problems;
 
   const auto csv = read_csv(spec.output_dir / "results.csv");
@@ -386,6 +425,73 @@ TEST(SweepReport, AggregatesFabricatedRunFolders) {
   const std::string before = read(spec.output_dir / "results.csv");
   write_report(spec.output_dir, options);
   EXPECT_EQ(read(spec.output_dir / "results.csv"), before);
+  fs::remove_all(dir);
+}
+
+// Issue 20: names reached gnuplot inside double quotes, where gnuplot runs `backquoted` commands, and a
+// newline broke results.md. The parser now refuses such names, but `sweep report` reads sweep.json, which
+// may come from elsewhere: every name, key and value is rendered as data in every output language.
+TEST(SweepReport, HostileNamesFromAPlanRunNoCommandAndStayInTheirCells) {
+  if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) GTEST_SKIP() << "gnuplot is not installed";
+  const fs::path dir = temp_dir("hostile");
+  const SweepSpec spec = parse(kSweep, dir);
+  const std::vector<Job> jobs = expand(spec);
+  write_plan(spec, jobs);
+  for (const Job& j : jobs) fabricate_eval(spec.output_dir / "runs" / j.name, 0.6, 0.01, 1.0, 0.7);
+  // The plan as a hostile hand (or an older prefdiff) wrote it: the folders stay, the labels change.
+  const fs::path pwned = dir / "pwned";
+  const std::string evil_a = "a`touch " + (pwned / "1").string() + "`";
+  const std::string evil_b = "b'\n`touch " + (pwned / "2").string() + "`\"|$(touch " + (pwned / "3").string() + ")\\";
+  const std::string evil_key = "noise.rate`touch " + (pwned / "4").string() + "`";
+  const std::string evil_name = "t\n# injected" + std::string(1, '\0') + "`touch " + (pwned / "5").string() + "`";
+  nlohmann::json plan = nlohmann::json::parse(read(spec.output_dir / "sweep.json"));
+  plan["name"] = evil_name;
+  plan["x_key"] = evil_key;
+  plan["grid"][0]["key"] = evil_key;
+  plan["baseline"] = evil_a;
+  plan["variants"] = {evil_a, evil_b};
+  plan["comparisons"] = {{{"variant", evil_b}, {"against", evil_a}}};
+  for (auto& j : plan["jobs"]) {
+    j["variant"] = j["variant"] == "dpo" ? evil_a : evil_b;
+    j["values"][0]["key"] = evil_key;
+  }
+  write(spec.output_dir / "sweep.json", plan.dump(2));
+  fs::create_directories(pwned);
+
+  ReportOptions options;
+  options.resamples = 200;
+  const ReportResult r = write_report(spec.output_dir, options);
+  EXPECT_EQ(r.plots.size(), 3u) << r.plot_note << read(spec.output_dir / "plots/gnuplot.log");
+  EXPECT_TRUE(fs::is_empty(pwned)) << "gnuplot ran a command from a name";
+  for (const auto& e : fs::directory_iterator(spec.output_dir / "plots")) {
+    if (e.path().extension() != ".gp") continue;
+    const std::string gp = read(e.path());
+    EXPECT_EQ(gp.find("\"a`"), std::string::npos) << "no name inside double quotes: " << gp;
+    EXPECT_NE(gp.find("title 'a`touch "), std::string::npos) << gp;
+  }
+
+  // results.md: every table row on one line with its columns; names in code spans, '|' escaped.
+  const std::string md = read(spec.output_dir / "results.md");
+  EXPECT_EQ(md.find('\0'), std::string::npos);
+  EXPECT_EQ(md.find("\n# injected"), std::string::npos) << md;
+  EXPECT_NE(md.find("# Sweep `` t\\n# injected\\0`touch "), std::string::npos) << md;
+  const std::string b_cell = "``b'\\n`touch " + (pwned / "2").string() + "`\"\\|$(touch " + (pwned / "3").string() + ")\\``";
+  EXPECT_NE(md.find("| " + b_cell + " | 0.2 | 3 |"), std::string::npos) << md;
+  std::istringstream lines(md);
+  std::string line;
+  size_t rows = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("| ", 0) != 0) continue;
+    ++rows;
+    size_t bars = 0;
+    for (size_t i = 0; i < line.size(); ++i) bars += line[i] == '|' && (i == 0 || line[i - 1] != '\\');
+    EXPECT_TRUE(bars == 8 || bars == 9) << "a row with its columns: " << line;  // (variant,) rate, n, 4 metrics
+  }
+  EXPECT_GE(rows, 6u);
+
+  // CSV: the quote and the line break inside one quoted field.
+  const std::string csv = read(spec.output_dir / "results.csv");
+  EXPECT_NE(csv.find("\"b'\n`touch " + (pwned / "2").string() + "`\"\"|$(touch"), std::string::npos) << csv;
   fs::remove_all(dir);
 }
 
@@ -548,7 +654,8 @@ TEST(SweepSlurm, ArrayScriptRunsTheSameCommandsAndResumes) {
   const std::string script = slurm_script(spec, jobs, "/opt/prefdiff/bin/prefdiff", 2);
   EXPECT_NE(script.find("#SBATCH --array=0-11\n"), std::string::npos);
   EXPECT_NE(script.find("#SBATCH --cpus-per-task=2\n"), std::string::npos);
-  EXPECT_NE(script.find("PREFDIFF=\"${PREFDIFF:-/opt/prefdiff/bin/prefdiff}\""), std::string::npos);
+  EXPECT_NE(script.find("PREFDIFF_BUILT='/opt/prefdiff/bin/prefdiff'\nPREFDIFF=\"${PREFDIFF:-$PREFDIFF_BUILT}\""),
+            std::string::npos) << script;
   EXPECT_NE(script.find("#SBATCH --output=" + (spec.output_dir / "logs/slurm-%A_%a.out").string()), std::string::npos);
   for (size_t i = 0; i < jobs.size(); ++i) {
     EXPECT_NE(script.find("  " + std::to_string(i) + ")\n    JOB='" + jobs[i].name + "'\n"), std::string::npos) << i;
@@ -587,6 +694,52 @@ TEST(SweepSlurm, ArrayScriptRunsTheSameCommandsAndResumes) {
   EXPECT_NE(read(dir / "calls.txt").find("--resume latest"), std::string::npos);
   // An out-of-range task is refused.
   EXPECT_NE(std::system(("SLURM_ARRAY_TASK_ID=12 bash " + file.string() + " > /dev/null 2>&1").c_str()), 0);
+  fs::remove_all(dir);
+}
+
+// Issue 20: whatever reaches the Slurm script (recipe values, the sweep folder, the prefdiff path) stays
+// data when bash runs it: no command from a value runs, and no newline ends a comment.
+TEST(SweepSlurm, HostileValuesAndPathsRunNoCommand) {
+  const fs::path dir = temp_dir("slurm_hostile");
+  const fs::path pwned = dir / "pwned";
+  fs::create_directories(pwned);
+  auto touch = [&](const std::string& n) { return "touch " + (pwned / n).string(); };
+  const std::string weird = "we$(" + touch("1") + ")ird`" + touch("2") + "`";
+  const fs::path out = dir / ("out " + weird);  // the sweep folder, e.g. from --output
+  const std::string toml = "[sweep]\nrecipe = \"r.toml\"\n[sweep.grid]\nobjective.id = [\"a'b`" + touch("3") +
+                           "`\", \"$(" + touch("4") + ")\", \"x\\ny\"]\n";
+  const SweepSpec spec = SweepSpec::parse(toml, dir / "s.toml", out);
+  const std::vector<Job> jobs = expand(spec);
+  ASSERT_EQ(jobs.size(), 3u);
+  // The prefdiff the script runs by default sits in a folder with a hostile name too.
+  const fs::path bin = dir / ("bin $(" + touch("5") + ")");
+  fs::create_directories(bin);
+  fs::copy_file(fake_prefdiff(dir), bin / "prefdiff");
+  fs::permissions(bin / "prefdiff", fs::perms::owner_all);
+  const std::string script = slurm_script(spec, jobs, (bin / "prefdiff").string(), 1);
+  for (const std::string& line : {std::string("# prefdiff sweep 's'"), std::string("#!/bin/bash")})
+    EXPECT_NE(script.find(line), std::string::npos) << script;
+  const fs::path file = dir / "sweep.sbatch";
+  write(file, script);
+  ASSERT_EQ(std::system(("bash -n " + file.string()).c_str()), 0) << "syntax";
+  for (int task = 0; task < 3; ++task) {
+    const std::string run = "cd " + dir.string() + " && SLURM_ARRAY_TASK_ID=" + std::to_string(task) + " bash " +
+                            file.string() + " > task.out 2>&1";
+    ASSERT_EQ(std::system(run.c_str()), 0) << read(dir / "task.out") << script;
+    EXPECT_TRUE(fs::exists(spec.output_dir / "runs" / jobs[task].name / "eval.json")) << jobs[task].name;
+  }
+  EXPECT_TRUE(fs::is_empty(pwned)) << "a value ran as a command:\n" << script;
+  const std::string calls = read(dir / "calls.txt");
+  EXPECT_NE(calls.find("objective.id=\"a'b`" + touch("3") + "`\""), std::string::npos) << "passed as data: " << calls;
+  // A sweep folder no #SBATCH line can hold is refused with the reason.
+  SweepSpec bad = spec;
+  bad.output_dir = dir / "line\nbreak";
+  try {
+    slurm_script(bad, jobs, "/opt/prefdiff", 1);
+    ADD_FAILURE() << "expected a SweepError";
+  } catch (const SweepError& e) {
+    EXPECT_NE(std::string(e.what()).find("line\\nbreak"), std::string::npos) << e.what();
+  }
   fs::remove_all(dir);
 }
 

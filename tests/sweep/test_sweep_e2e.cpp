@@ -10,7 +10,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -42,6 +44,28 @@ void write(const fs::path& path, const std::string& text) {
 }
 
 bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+
+// Overwrites elements of a float32 tensor in a safetensors file in place (sizes unchanged, so a
+// checkpoint's marker still holds): a deliberately damaged model. No elements given: all of them.
+void poke_float32(const fs::path& file, const std::string& tensor, std::vector<size_t> elements, float value) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t header_size = 0;
+  f.read(reinterpret_cast<char*>(&header_size), 8);
+  std::string header(header_size, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(header_size));
+  const nlohmann::json h = nlohmann::json::parse(header);
+  ASSERT_EQ(h.at(tensor).at("dtype"), "F32") << file;
+  const uint64_t begin = h.at(tensor).at("data_offsets")[0].get<uint64_t>();
+  const uint64_t end = h.at(tensor).at("data_offsets")[1].get<uint64_t>();
+  if (elements.empty())
+    for (size_t e = 0; e < (end - begin) / 4; ++e) elements.push_back(e);
+  for (size_t e : elements) {
+    ASSERT_LT(4 * e, end - begin) << tensor;
+    f.seekp(static_cast<std::streamoff>(8 + header_size + begin + 4 * e));
+    f.write(reinterpret_cast<const char*>(&value), 4);
+  }
+  ASSERT_TRUE(f.good()) << file;
+}
 
 }  // namespace
 
@@ -107,6 +131,74 @@ TEST(Eval, SameRecipeAndSeedGiveBitIdenticalResults) {
   // Bad settings are refused with their key.
   EXPECT_EQ(run({"eval", (dir / "a").string(), "samples_per_prompts=6"}, dir / "bad.log"), 3);
   EXPECT_NE(read(dir / "bad.log").find("samples_per_prompt"), std::string::npos) << read(dir / "bad.log");
+  fs::remove_all(dir);
+}
+
+// Issue 20: `prefdiff eval --checkpoint` on weights holding NaN exited 0 with "win rate 0.000, reward gain
+// -nan"; training from them blamed the input model_w and advised a lower optim.lr; a diffusers folder as
+// --checkpoint got advice about --resume.
+TEST(Eval, NonFiniteWeightsAndMetricsAreRefusedAndNothingIsWritten) {
+  const fs::path dir = fresh_dir("nonfinite");
+  ASSERT_EQ(run({"train", kTiny, "run.output_dir=" + dir.string(), "run.name=r", "train.threads=1", "train.steps=4",
+                 "eval.every=0", "log.progress=\"off\""},
+                dir / "train.log"),
+            0)
+      << read(dir / "train.log");
+  const fs::path good = dir / "r/checkpoints/step-00000004";
+  const fs::path weights = fs::path("unet") / "diffusion_pytorch_model.safetensors";
+  auto damaged_copy = [&](const std::string& name) {
+    const fs::path copy = dir / name / "step-00000004";
+    fs::create_directories(copy.parent_path());
+    fs::copy(good, copy, fs::copy_options::recursive);
+    return copy;
+  };
+
+  // NaN and Inf in two tensors: refused at load, each named with its file; no eval.json.
+  const fs::path nan = damaged_copy("nan");
+  poke_float32(nan / weights, "conv_in.weight", {3, 5}, std::numeric_limits<float>::quiet_NaN());
+  poke_float32(nan / weights, "conv_out.bias", {0}, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(run({"eval", (dir / "r").string(), "--checkpoint", nan.string(), "samples_per_prompt=2", "steps=2"},
+                dir / "nan.log"),
+            1);
+  std::string log = read(dir / "nan.log");
+  EXPECT_NE(log.find("2 tensor(s) hold NaN or Inf"), std::string::npos) << log;
+  EXPECT_NE(log.find("tensor 'conv_in.weight' in '" + (nan / weights).string() + "' has 2 non-finite value(s)"),
+            std::string::npos) << log;
+  EXPECT_NE(log.find("(2 NaN, 0 Inf; the first at flat index 3)"), std::string::npos) << log;
+  EXPECT_NE(log.find("tensor 'conv_out.bias'"), std::string::npos) << log;
+  EXPECT_EQ(log.find("win rate"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(dir / "r/eval.json"));
+  // Training from them: the same refusal, not a NaN loss blamed on the inputs.
+  EXPECT_EQ(run({"train", kTiny, "run.output_dir=" + dir.string(), "run.name=from-nan", "train.threads=1", "train.steps=8",
+                 "eval.every=0", "log.progress=\"off\"", "--resume", nan.string()},
+                dir / "train-nan.log"),
+            1);
+  log = read(dir / "train-nan.log");
+  EXPECT_NE(log.find("tensor 'conv_in.weight'"), std::string::npos) << log;
+  EXPECT_EQ(log.find("optim.lr"), std::string::npos) << log;
+
+  // Finite weights whose outputs overflow: the evaluation's metrics are not finite, and are not written.
+  const fs::path huge = damaged_copy("huge");
+  poke_float32(huge / weights, "conv_out.weight", {}, 3e38f);
+  const int code = run({"eval", (dir / "r").string(), "--checkpoint", huge.string(), "samples_per_prompt=2", "steps=2"},
+                       dir / "huge.log");
+  log = read(dir / "huge.log");
+  EXPECT_EQ(code, 1) << log;
+  EXPECT_NE(log.find("gave non-finite metrics ("), std::string::npos) << log;
+  EXPECT_NE(log.find("nothing was written"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(dir / "r/eval.json"));
+
+  // A diffusers folder as --checkpoint: an answer about eval, with this run's checkpoints.
+  EXPECT_EQ(run({"eval", (dir / "r").string(), "--checkpoint", (good / "unet").string()}, dir / "folder.log"), 1);
+  log = read(dir / "folder.log");
+  EXPECT_NE(log.find("is a diffusers model folder, not a checkpoint of a prefdiff run"), std::string::npos) << log;
+  EXPECT_NE(log.find(good.string()), std::string::npos) << "lists the run's checkpoints: " << log;
+  EXPECT_EQ(log.find("--resume"), std::string::npos) << log;
+  // The good checkpoint still evaluates.
+  EXPECT_EQ(run({"eval", (dir / "r").string(), "--checkpoint", good.string(), "samples_per_prompt=2", "steps=2"},
+                dir / "good.log"),
+            0)
+      << read(dir / "good.log");
   fs::remove_all(dir);
 }
 

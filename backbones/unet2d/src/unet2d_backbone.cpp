@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include "prefdiff/model_io/diffusers_folder.hpp"
 
@@ -38,11 +41,28 @@ const BackboneRegistrar kRegistrar("unet2d", BackboneFactory{
       return Unet2dBackbone::from_pretrained(folder, options);
     }});
 
+// A model larger than this machine's memory is refused before allocation, naming its size, instead of
+// failing inside the allocator (or being killed) after allocating most of it.
+void check_fits_in_memory(const Unet2dConfig& cfg, const BackboneOptions& options, const std::string& origin) {
+  if (!options.device.is_cpu()) return;  // GPU memory is checked by its allocator, with a clear message
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return;
+  const double memory = static_cast<double>(pages) * static_cast<double>(page);
+  const double bytes = cfg.parameter_count() * static_cast<double>(c10::elementSize(options.dtype));
+  if (bytes <= memory) return;
+  char text[256];
+  std::snprintf(text, sizeof text, ": the UNet it describes has %.3g parameters, %.3g GB of weights in %s; this "
+                "machine has %.3g GB of memory in all.", cfg.parameter_count(), bytes / 1e9, c10::toString(options.dtype),
+                memory / 1e9);
+  throw ConfigError(origin + text + " HINT: check block_out_channels and layers_per_block, or use a smaller dtype or a GPU.");
+}
+
 }  // namespace
 
-Unet2dBackbone::Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options, const std::string& origin)
-    : config_json_(Unet2dConfig::to_diffusers_json(config)) {
-  Unet2dConfig cfg = Unet2dConfig::from_json(config, origin);
+Unet2dBackbone::Unet2dBackbone(const nlohmann::json& config, const BackboneOptions& options, const std::string& origin) {
+  Unet2dConfig cfg = Unet2dConfig::from_json(config, origin);  // first: its errors name the file
+  config_json_ = Unet2dConfig::to_diffusers_json(config);
+  check_fits_in_memory(cfg, options, origin);
   model_ = Unet2dModel(cfg, at::TensorOptions().device(options.device).dtype(options.dtype));
 }
 

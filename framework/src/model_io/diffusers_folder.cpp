@@ -155,6 +155,33 @@ void load_state_dict(const NamedTensors& targets, const CheckpointReader& source
     msg << "\nHINT: the weights do not belong to this config.json (wrong folder, variant or model type?).";
     throw ModelIoError(msg.str());
   }
+  // Non-finite weights are refused here, where the file and the tensor are known: otherwise they surface
+  // steps later as a NaN loss blamed on the inputs, or as a NaN evaluation. One pass over every tensor.
+  std::vector<std::string> non_finite;
+  size_t bad_tensors = 0;
+  for (const auto& [name, t] : targets) {
+    const at::Tensor v = source.view(name);
+    if (at::isfinite(v).all().item<bool>()) continue;
+    if (++bad_tensors > 10) continue;
+    const at::Tensor flat = v.reshape({-1});
+    const at::Tensor bad = at::logical_not(at::isfinite(flat));
+    const int64_t count = bad.sum().item<int64_t>();
+    const int64_t first = bad.to(at::kByte).argmax().item<int64_t>();
+    const int64_t nans = at::isnan(flat).sum().item<int64_t>();
+    non_finite.push_back("tensor '" + name + "' in '" + source.file_of(name).string() + "' has " + std::to_string(count) +
+                         " non-finite value(s) of " + std::to_string(flat.numel()) + " (" + std::to_string(nans) +
+                         " NaN, " + std::to_string(count - nans) + " Inf; the first at flat index " +
+                         std::to_string(first) + ")");
+  }
+  if (!non_finite.empty()) {
+    std::ostringstream msg;
+    msg << "cannot load " << what << ": " << bad_tensors << " tensor(s) hold NaN or Inf:";
+    for (const auto& p : non_finite) msg << "\n  " << p;
+    if (bad_tensors > non_finite.size()) msg << "\n  ... and " << bad_tensors - non_finite.size() << " more tensor(s)";
+    msg << "\nHINT: the weights are damaged, or the training that saved them diverged; load an earlier checkpoint "
+           "(or the original model), and check the file's source.";
+    throw ModelIoError(msg.str());
+  }
   at::NoGradGuard no_grad;
   for (const auto& [name, t] : targets) {
     at::Tensor dst = t;  // shares storage with the parameter

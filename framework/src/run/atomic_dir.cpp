@@ -19,7 +19,78 @@ namespace prefdiff::run {
 namespace {
 
 std::string sys_error(const std::string& what, const fs::path& path, int err) {
-  return what + " '" + path.string() + "': " + std::strerror(err);
+  std::string msg = what + " '" + path.string() + "': " + std::strerror(err);
+  if (err == ENAMETOOLONG)
+    msg += ". HINT: a name in this path is longer than the file system allows (usually 255 bytes); shorten "
+           "run.name or run.output_dir";
+  return msg;
+}
+
+// The hint for a failed create: "check that the folder is writable" is wrong advice for a long name.
+std::string create_hint(int err) {
+  return err == ENAMETOOLONG ? "." : ". HINT: check that the folder is writable.";
+}
+
+// kTemporaryMarker (atomic_dir.hpp), inside every temporary folder until its commit: who made it. An
+// unlocked cleanup removes a folder only when it carries this marker, made by a process of this host that
+// is gone, so a folder whose name merely looks like a temporary (a run named ".x.tmp-1-0") is never deleted.
+constexpr const char* kOwnerMarker = kTemporaryMarker;
+
+// The start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or 0 when unknown: with
+// the pid it identifies a process, so that a reused pid is not taken for the writer of an old temporary.
+std::uint64_t process_start_ticks(std::int64_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the command name (field 2) may contain spaces and parentheses
+  if (p == nullptr) return 0;
+  unsigned long long ticks = 0;
+  // After ") ": state (field 3), then fields 4..21, then starttime (field 22).
+  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                  &ticks) != 1)
+    return 0;
+  return ticks;
+}
+
+std::string this_host() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string owner_text(std::int64_t pid) {
+  return "pid " + std::to_string(pid) + "\nstart " + std::to_string(process_start_ticks(pid)) + "\nhost " +
+         this_host() + "\n";
+}
+
+void write_file_unsynced(const fs::path& path, const std::string& text, bool exclusive = true) {
+  std::FILE* f = std::fopen(path.c_str(), exclusive ? "wbx" : "wb");
+  if (f == nullptr) {
+    const int err = errno;
+    throw RunError(sys_error("cannot create", path, err) + create_hint(err));
+  }
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) throw RunError(sys_error("cannot write", path, errno) + ". HINT: the disk may be full.");
+}
+
+// Whether `dir` is a temporary folder that a process of this host made (its marker names `pid`, the pid in
+// the folder's name) and that process is gone: not running, or its pid now belongs to another process.
+bool abandoned_by_its_maker(const fs::path& dir, std::int64_t pid) {
+  std::FILE* f = std::fopen((dir / kOwnerMarker).c_str(), "r");
+  if (f == nullptr) return false;
+  char host[256] = {0};
+  long long marker_pid = -1;
+  unsigned long long start = 0;
+  const int fields = std::fscanf(f, "pid %lld start %llu host %255s", &marker_pid, &start, host);
+  std::fclose(f);
+  if (fields != 3 || marker_pid != pid || this_host() != host) return false;
+  if (pid <= 0 || pid > INT32_MAX) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return true;
+  const std::uint64_t now = process_start_ticks(pid);
+  return start != 0 && now != 0 && now != start;  // the pid was reused
 }
 
 // Temporaries of this process that are in use, so that a cleanup never removes them.
@@ -148,8 +219,10 @@ void fsync_path(const fs::path& path) {
 
 void write_file_synced(const fs::path& path, std::string_view bytes) {
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0)
-    throw RunError(sys_error("cannot create", path, errno) + ". HINT: check that the folder is writable.");
+  if (fd.get() < 0) {
+    const int err = errno;
+    throw RunError(sys_error("cannot create", path, err) + create_hint(err));
+  }
   const char* p = bytes.data();
   std::size_t left = bytes.size();
   while (left > 0) {
@@ -203,10 +276,20 @@ AtomicDirectory::AtomicDirectory(fs::path final_path) : final_(std::move(final_p
   fs::create_directories(parent, ec);
   if (ec) throw RunError("cannot create folder '" + parent.string() + "': " + ec.message());
   tmp_ = temporary_sibling(final_);
-  if (::mkdir(tmp_.c_str(), 0755) != 0)
-    throw RunError(sys_error("cannot create temporary folder", tmp_, errno) +
-                   ". HINT: check that the folder is writable.");
+  const std::string owner = owner_text(::getpid());  // before the mkdir: the unmarked moment stays short
+  if (::mkdir(tmp_.c_str(), 0755) != 0) {
+    const int err = errno;
+    throw RunError(sys_error("cannot create temporary folder", tmp_, err) + create_hint(err));
+  }
   mark_live(tmp_);
+  // Synced with the rest at the commit: a marker lost in a crash only means that an unlocked cleanup
+  // leaves the folder alone.
+  try {
+    write_file_unsynced(tmp_ / kOwnerMarker, owner);
+  } catch (...) {
+    discard();
+    throw;
+  }
 }
 
 AtomicDirectory::~AtomicDirectory() { discard(); }
@@ -258,13 +341,18 @@ void AtomicDirectory::write_file(const std::string& relative, std::string_view b
 void AtomicDirectory::commit(bool replace_existing) {
   if (committed_) throw RunError("'" + final_.string() + "' is already committed");
   if (before_commit_) before_commit_(*this);
+  // The owner marker stays until the rename, so a crash before it leaves a temporary any run may prove
+  // abandoned; it is dropped from the final folder right after (a crash in between leaves a stray marker
+  // in a complete folder, which no cleanup and no checkpoint check looks at).
   fsync_tree(tmp_);
   fs::path parent = final_.parent_path().empty() ? fs::path(".") : final_.parent_path();
+  auto drop_owner_marker = [&] { ::unlink((final_ / kOwnerMarker).c_str()); };
 
   int err = 0;
   if (rename_noreplace(tmp_, final_, &err)) {
     unmark_live(tmp_);
     committed_ = true;
+    drop_owner_marker();
     fsync_dir(parent);
     return;
   }
@@ -278,6 +366,7 @@ void AtomicDirectory::commit(bool replace_existing) {
   // folder; the old contents end up under the temporary name and are removed afterwards.
   bool swapped = false;
 #ifdef RENAME_EXCHANGE
+  mark_for_cleanup(final_);  // the old contents end up under the temporary name
   if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_EXCHANGE) == 0)
     swapped = true;
   else if (errno != EINVAL && errno != ENOSYS)
@@ -285,6 +374,7 @@ void AtomicDirectory::commit(bool replace_existing) {
 #endif
   fs::path old_contents = tmp_;
   if (!swapped) {
+    mark_for_cleanup(final_);  // about to be moved aside under a temporary name
     // Two renames: a crash between them leaves the old folder under a temporary name (cleaned as stale)
     // and no final folder, never a partial one.
     old_contents = temporary_sibling(final_);
@@ -296,25 +386,36 @@ void AtomicDirectory::commit(bool replace_existing) {
     unmark_live(tmp_);
   }
   committed_ = true;
+  drop_owner_marker();
   fsync_dir(parent);
   std::error_code ec;
   fs::remove_all(old_contents, ec);
   unmark_live(old_contents);
 }
 
+void mark_for_cleanup(const fs::path& dir) {
+  write_file_unsynced(dir / kOwnerMarker, owner_text(::getpid()), /*exclusive=*/false);
+}
+
 std::vector<fs::path> remove_stale_temporaries(const fs::path& dir, bool folder_is_locked, const std::string& only_for) {
   std::vector<fs::path> removed;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return removed;
-  const std::int64_t self = ::getpid();
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     std::int64_t pid = 0;
     const std::string name = e.path().filename().string();
     if (!is_temporary_name(name, &pid)) continue;
     if (!only_for.empty() && name.compare(0, only_for.size() + 6, "." + only_for + ".tmp-") != 0) continue;
     if (is_live(e.path())) continue;
-    bool stale = folder_is_locked || pid == self;
-    if (!stale && pid > 0 && pid <= INT32_MAX) stale = ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    bool stale = folder_is_locked;
+    if (!stale) {
+      std::error_code type_ec;
+      const fs::file_status status = fs::symlink_status(e.path(), type_ec);
+      if (fs::is_directory(status))
+        stale = abandoned_by_its_maker(e.path(), pid);
+      else if (fs::is_regular_file(status) && pid > 0 && pid <= INT32_MAX)  // an atomic_write_file temporary
+        stale = ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    }
     if (!stale) continue;
     std::error_code rm_ec;
     fs::remove_all(e.path(), rm_ec);

@@ -38,7 +38,7 @@ nlohmann::json file_manifest(const fs::path& root) {
   for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
     if (!it->is_regular_file()) continue;
     std::string rel = fs::relative(it->path(), root).generic_string();
-    if (rel == kCheckpointMarker) continue;
+    if (rel == kCheckpointMarker || rel == kTemporaryMarker) continue;
     entries.emplace_back(rel, it->file_size());
   }
   std::sort(entries.begin(), entries.end());
@@ -222,6 +222,7 @@ std::vector<fs::path> CheckpointStore::prune(int keep_last) const {
     // Rename first: the step-* name disappears atomically; a crash leaves only a temporary to clean.
     fs::path doomed = temporary_sibling(victim);
     std::error_code ec;
+    mark_for_cleanup(victim);  // a crash after the rename leaves a temporary any later run may remove
     fs::rename(victim, doomed, ec);
     if (ec) throw RunError("cannot remove old checkpoint '" + victim.string() + "': " + ec.message());
     fs::remove_all(doomed, ec);

@@ -8,6 +8,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "prefdiff/run/run_name.hpp"
+
 namespace fs = std::filesystem;
 
 namespace prefdiff::run {
@@ -143,9 +145,7 @@ RunDirectory::~RunDirectory() {
 }
 
 RunDirectory RunDirectory::open(const RunOptions& options, const RunInfo& info) {
-  if (options.name.empty() || options.name == "." || options.name == ".." ||
-      options.name.find('/') != std::string::npos)
-    throw RunError("run.name '" + options.name + "' is not a folder name. HINT: use letters, digits, '-', '_' and '.'.");
+  validate_run_name(options.name);  // before any folder is made or any temporary is cleaned
   if (!info.recipe.is_object())
     throw RunError("RunDirectory::open: the resolved recipe must be a JSON object");
   const fs::path output_dir = options.output_dir.empty() ? fs::path(".") : options.output_dir;

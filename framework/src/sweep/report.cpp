@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "prefdiff/run/atomic_dir.hpp"
+#include "prefdiff/run/run_name.hpp"
+#include "prefdiff/sweep/escape.hpp"
 #include "prefdiff/sweep/runner.hpp"
 #include "prefdiff/sweep/stats.hpp"
 #include "prefdiff/sweep/sweep.hpp"
@@ -70,23 +72,10 @@ std::string signed_fixed(double v, int digits) {
 
 int digits_for(const char* column) { return std::string(column) == "reward_gain" ? 4 : 3; }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
 std::string csv_line(const std::vector<std::string>& fields) {
   std::string line;
   for (size_t i = 0; i < fields.size(); ++i) line += (i ? "," : "") + csv_field(fields[i]);
   return line + "\n";
-}
-
-std::string gnuplot_string(const std::string& s) {  // a double-quoted gnuplot string
-  std::string q = "\"";
-  for (char c : s) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  return q + "\"";
 }
 
 std::string values_label(const std::vector<Setting>& values) {
@@ -318,7 +307,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
   // Markdown tables.
   std::ostringstream table;
   table << "| " << (has_variants ? "variant | " : "");
-  for (const std::string& k : keys) table << k << " | ";
+  for (const std::string& k : keys) table << markdown_text(k, true) << " | ";
   table << "n |";
   for (const MetricSpec& m : metrics) table << " " << m.title << " |";
   table << "\n|" << (has_variants ? "---|" : "");
@@ -328,8 +317,8 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
   table << "\n";
   for (size_t g = 0; g < groups.size(); ++g) {
     const Summary& s = summaries[g];
-    table << "| " << (has_variants ? groups[g].variant + " | " : "");
-    for (const Setting& v : groups[g].values) table << format_value(v.value) << " | ";
+    table << "| " << (has_variants ? markdown_text(groups[g].variant, true) + " | " : "");
+    for (const Setting& v : groups[g].values) table << markdown_text(format_value(v.value), true) << " | ";
     table << s.n << " |";
     for (size_t m = 0; m < metrics.size(); ++m) {
       const int d = digits_for(metrics[m].column);
@@ -345,7 +334,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
   auto paired_table = [&](const std::vector<std::pair<size_t, Paired>>& entries) {
     std::ostringstream t;
     t << "| variant | ";
-    for (const std::string& k : keys) t << k << " | ";
+    for (const std::string& k : keys) t << markdown_text(k, true) << " | ";
     t << "pairs |";
     for (const MetricSpec& m : metrics) t << " Δ " << m.title << " |";
     t << "\n|---|";
@@ -354,8 +343,8 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
     for (size_t m = 0; m < metrics.size(); ++m) t << "---|";
     t << "\n";
     for (const auto& [g, p] : entries) {
-      t << "| " << groups[g].variant << " | ";
-      for (const Setting& v : groups[g].values) t << format_value(v.value) << " | ";
+      t << "| " << markdown_text(groups[g].variant, true) << " | ";
+      for (const Setting& v : groups[g].values) t << markdown_text(format_value(v.value), true) << " | ";
       t << p.pairs << " |";
       for (size_t m = 0; m < metrics.size(); ++m) {
         const int d = digits_for(metrics[m].column);
@@ -399,9 +388,9 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
         for (size_t m = 0; m < metrics.size(); ++m) f.insert(f.end(), {number(p.diff[m]), number(p.lo[m]), number(p.hi[m])});
         comparisons_csv += csv_line(f);
       }
-      comparisons_md << "## `" << variant << "` against `" << against << "`, paired by seed\n\n"
-                     << "`" << variant << "` minus `" << against << "` at the same grid values and seed (intervals as "
-                     << "above).\n\n"
+      comparisons_md << "## " << markdown_code(variant) << " against " << markdown_code(against) << ", paired by seed\n\n"
+                     << markdown_code(variant) << " minus " << markdown_code(against)
+                     << " at the same grid values and seed (intervals as above).\n\n"
                      << paired_table(entries) << "\n";
     }
     run::atomic_write_file(dir / "comparisons.csv", comparisons_csv);
@@ -415,8 +404,8 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
       ++not_started;
       continue;
     }
-    problems << "- `" << r.name << "`: " << r.state << (r.detail.empty() ? "" : " (" + r.detail + ")");
-    if (fs::exists(dir / r.log)) problems << "; log: " << (dir / r.log).string();
+    problems << "- " << markdown_code(r.name) << ": " << r.state << (r.detail.empty() ? "" : " (" + r.detail + ")");
+    if (fs::exists(dir / r.log)) problems << "; log: " << markdown_code((dir / r.log).string());
     problems << "\n";
   }
   if (not_started > 0) problems << "- " << not_started << " job(s) not started yet (no run folder)\n";
@@ -459,7 +448,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
         for (size_t i = 0; i < order.size(); ++i) {
           auto& pts = series[order[i]];
           std::sort(pts.begin(), pts.end());
-          dat << "# " << order[i] << "\n# " << x_key << " win_rate_mean win_rate_se n\n";
+          dat << "# " << run::printable(order[i]) << "\n# " << run::printable(x_key) << " win_rate_mean win_rate_se n\n";
           for (const auto& [x, g] : pts) {
             const double se = summaries[g].se[0];
             dat << number(x) << " " << number(summaries[g].mean[0]) << " " << (std::isfinite(se) ? number(se) : "0") << " "
@@ -498,7 +487,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
           }
         if (by_step.empty()) continue;
         labels.push_back(groups[g].variant.empty() ? "runs" : groups[g].variant);
-        dat << "# " << labels.back() << "\n# step loss_mean accuracy_mean runs\n";
+        dat << "# " << run::printable(labels.back()) << "\n# step loss_mean accuracy_mean runs\n";
         for (const auto& [step, v] : by_step)
           dat << step << " " << number(mean(v.first)) << " " << (v.second.empty() ? "NaN" : number(mean(v.second))) << " "
               << v.first.size() << "\n";
@@ -546,21 +535,24 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
 
   // results.md
   std::ostringstream md;
-  md << "# Sweep `" << plan->value("name", "") << "`\n\n"
-     << "Reproduce: `prefdiff sweep " << plan->value("sweep_file", "") << "` (resumable: finished jobs are skipped); "
-     << "rebuild this page from the run folders: `prefdiff sweep report " << dir.string() << "`.\n\n"
-     << "Base recipe: `" << plan->value("recipe", "") << "`. ";
+  md << "# Sweep " << markdown_code(plan->value("name", "")) << "\n\n"
+     << "Reproduce: " << markdown_code("prefdiff sweep " + plan->value("sweep_file", ""))
+     << " (resumable: finished jobs are skipped); rebuild this page from the run folders: "
+     << markdown_code("prefdiff sweep report " + dir.string()) << ".\n\n"
+     << "Base recipe: " << markdown_code(plan->value("recipe", "")) << ". ";
   if (has_variants) {
     md << "Variants:";
-    for (const auto& v : plan->at("variants")) md << " `" << v.get<std::string>() << "`";
+    for (const auto& v : plan->at("variants")) md << " " << markdown_code(v.get<std::string>());
     md << ". ";
   }
   md << "Grid:";
-  for (const auto& axis : plan->at("grid")) md << " `" << axis.at("key").get<std::string>() << "` = " << axis.at("values").dump() << ";";
-  md << " evaluation settings: `" << plan->value("eval", nlohmann::json::object()).dump() << "` (defaults: `prefdiff eval --help`).\n\n"
+  for (const auto& axis : plan->at("grid"))
+    md << " " << markdown_code(axis.at("key").get<std::string>()) << " = " << markdown_text(axis.at("values").dump()) << ";";
+  md << " evaluation settings: " << markdown_code(plan->value("eval", nlohmann::json::object()).dump())
+     << " (defaults: `prefdiff eval --help`).\n\n"
      << "Jobs: " << result.jobs << " (" << result.finished << " finished, " << result.failed << " failed, "
      << result.unfinished << " unfinished).\n\n"
-     << "## Mean ± standard error over seeds (`" << seed_key << "`)\n\n"
+     << "## Mean ± standard error over seeds (" << markdown_code(seed_key) << ")\n\n"
      << result.summary_table << "\n";
   const JobRow* any = nullptr;
   for (const JobRow& r : rows)
@@ -575,8 +567,8 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
   md << "; lower than the reference means mode collapse. Implicit accuracy: fraction of the clean held-out pairs "
         "(oracle labels, never flipped) whose implicit DPO margin ranks the winner first.\n\n";
   if (!paired.empty())
-    md << "## Against `" << baseline << "`, paired by seed\n\n"
-       << "Each variant minus `" << baseline << "` at the same grid values and seed: mean difference [95% percentile "
+    md << "## Against " << markdown_code(baseline) << ", paired by seed\n\n"
+       << "Each variant minus " << markdown_code(baseline) << " at the same grid values and seed: mean difference [95% percentile "
        << "bootstrap interval over the paired differences, " << options.resamples << " resamples, seed " << options.seed
        << "]. With few seeds the interval is coarse (with n pairs it can take at most n^n values).\n\n"
        << paired << "\n";
@@ -587,7 +579,7 @@ ReportResult write_report(const fs::path& dir, const ReportOptions& options) {
       const std::string png = s.substr(0, s.size() - 3) + ".png";
       md << "![" << png << "](plots/" << png << ")\n\n";
     }
-    if (!result.plot_note.empty()) md << result.plot_note << "\n\n";
+    if (!result.plot_note.empty()) md << run::printable(result.plot_note) << "\n\n";
   }
   if (!result.problems.empty()) md << "## Failed and unfinished jobs\n\n" << result.problems << "\n";
   md << "Files: `results.csv` (this table with the paired differences), "

@@ -25,6 +25,7 @@
 
 #include "prefdiff/run/atomic_dir.hpp"
 #include "prefdiff/run/checkpoint_store.hpp"
+#include "prefdiff/run/run_name.hpp"
 
 namespace prefdiff::sweep {
 namespace fs = std::filesystem;
@@ -353,19 +354,29 @@ RunSummary run_sweep(const SweepSpec& spec, const std::vector<Job>& jobs, const 
 
 std::string slurm_script(const SweepSpec& spec, const std::vector<Job>& jobs, const std::string& prefdiff, int threads) {
   const fs::path dir = spec.output_dir;
+  // sbatch reads #SBATCH lines itself: a path there must be one line, and is double-quoted for spaces.
+  const std::string output = (logs_dir(dir) / "slurm-%A_%a.out").string();
+  if (output.find_first_of("\"\n\r") != std::string::npos || run::printable(output) != output)
+    throw SweepError("the sweep folder " + run::printable(dir.string()) + " has a quote or a control character, which an "
+                     "#SBATCH line cannot hold; HINT: pass --output with a plain path");
   std::ostringstream s;
+  // Comments hold names and paths shown with escapes: a newline there would end the comment.
   s << "#!/bin/bash\n"
-    << "# prefdiff sweep '" << spec.name << "': " << jobs.size() << " jobs as a Slurm job array, one job per task.\n"
-    << "# Written by `prefdiff sweep " << spec.file.string() << " --emit-slurm`. Submit with `sbatch " << "THIS_FILE`;\n"
+    << "# prefdiff sweep '" << run::printable(spec.name) << "': " << jobs.size()
+    << " jobs as a Slurm job array, one job per task.\n"
+    << "# Written by `prefdiff sweep " << run::printable(spec.file.string()) << " --emit-slurm`. Submit with `sbatch "
+    << "THIS_FILE`;\n"
     << "# submit again after failures or time-outs: finished jobs (eval.json present) are skipped and\n"
-    << "# interrupted ones resume from their newest checkpoint. Then: prefdiff sweep report " << dir.string() << "\n"
+    << "# interrupted ones resume from their newest checkpoint. Then: prefdiff sweep report " << run::printable(dir.string())
+    << "\n"
     << "#SBATCH --job-name=" << sanitize_name("prefdiff-" + spec.name) << "\n"
     << "#SBATCH --array=0-" << (jobs.empty() ? 0 : jobs.size() - 1) << "\n"
     << "#SBATCH --ntasks=1\n"
     << "#SBATCH --cpus-per-task=" << threads << "\n"
-    << "#SBATCH --output=" << (logs_dir(dir) / "slurm-%A_%a.out").string() << "\n"
+    << "#SBATCH --output=" << (output.find_first_of(" \t") == std::string::npos ? output : "\"" + output + "\"") << "\n"
     << "set -uo pipefail\n\n"
-    << "PREFDIFF=\"${PREFDIFF:-" << prefdiff << "}\"   # override with PREFDIFF=/path/to/prefdiff sbatch ...\n"
+    << "PREFDIFF_BUILT=" << shell_quote(prefdiff) << "\n"
+    << "PREFDIFF=\"${PREFDIFF:-$PREFDIFF_BUILT}\"   # override with PREFDIFF=/path/to/prefdiff sbatch ...\n"
     << "SWEEP_DIR=" << shell_quote(dir.string()) << "\n"
     << "RUNS=\"$SWEEP_DIR/runs\"\n"
     << "export OMP_NUM_THREADS=" << threads << "\n\n"

@@ -12,6 +12,7 @@
 #include <toml++/toml.h>
 
 #include "prefdiff/instance/did_you_mean.hpp"
+#include "prefdiff/run/run_name.hpp"
 
 namespace prefdiff::sweep {
 namespace fs = std::filesystem;
@@ -185,7 +186,13 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
     return false;
   };
   spec.name = file.stem().string();
-  string_key("name", spec.name);
+  // Names label folders, tables, plots and Slurm scripts: the run-name rule, checked before anything is written.
+  if (string_key("name", spec.name)) {
+    if (const std::string p = run::name_problem(spec.name); !p.empty())
+      problems.push_back(where(*sweep->get("name"), file) + ": [sweep] name '" + run::printable(spec.name) + "' " + p);
+  } else if (!run::name_problem(spec.name).empty()) {
+    spec.name = sanitize_name(spec.name);  // the file's stem: any file name is a fine sweep file
+  }
   std::string recipe;
   if (string_key("recipe", recipe))
     spec.recipe = resolve_path(recipe, file);
@@ -198,8 +205,13 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
     spec.output_dir = fs::absolute(out_dir).lexically_normal();  // relative to the working directory, like run.output_dir
   else
     spec.output_dir = fs::absolute(fs::path("runs") / "sweeps" / sanitize_name(spec.name)).lexically_normal();
-  string_key("baseline", spec.baseline);
-  string_key("seed_key", spec.seed_key);
+  if (string_key("baseline", spec.baseline))
+    if (const std::string p = run::name_problem(spec.baseline); !p.empty())
+      problems.push_back(where(*sweep->get("baseline"), file) + ": [sweep] baseline '" + run::printable(spec.baseline) +
+                         "' " + p);
+  if (string_key("seed_key", spec.seed_key) && !valid_key_path(spec.seed_key))
+    problems.push_back(where(*sweep->get("seed_key"), file) + ": [sweep] seed_key '" + run::printable(spec.seed_key) +
+                       "' is not a key path like run.seed");
   string_key("x_key", spec.x_key);
   if (const toml::node* n = sweep->get("threads")) {
     if (auto v = n->as_integer(); v && v->get() >= 0)
@@ -228,7 +240,9 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
           problems.push_back(where(item, file) + ": [[sweep.variant]] needs name = \"...\" (it labels tables and folders)");
           continue;
         }
-        if (!names.insert(v.name).second)
+        if (const std::string p = run::name_problem(v.name); !p.empty())
+          problems.push_back(where(*t.get("name"), file) + ": [[sweep.variant]] name '" + run::printable(v.name) + "' " + p);
+        else if (!names.insert(v.name).second)
           problems.push_back(where(item, file) + ": [[sweep.variant]] name '" + v.name + "' is used twice");
         if (auto s = t["recipe"].as_string()) v.recipe = resolve_path(s->get(), file);
         v.set = read_settings(t.get("set"), "variant '" + v.name + "' set", file, problems);
@@ -290,7 +304,7 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
       names.push_back(v.name);
     }
     if (!found && sweep->get("baseline") != nullptr)
-      problems.push_back(file.string() + ": [sweep] baseline = '" + spec.baseline + "' is not a variant" +
+      problems.push_back(file.string() + ": [sweep] baseline = '" + run::printable(spec.baseline) + "' is not a variant" +
                          did_you_mean(spec.baseline, names));
   }
   if (const toml::node* n = sweep->get("compare")) {
@@ -310,7 +324,7 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
           if (out->empty())
             problems.push_back(where(item, file) + ": [[sweep.compare]] needs " + key + " = \"<variant name>\"");
           else if (std::find(names.begin(), names.end(), *out) == names.end())
-            problems.push_back(where(item, file) + ": [[sweep.compare]] " + key + " = '" + *out + "' is not a variant" +
+            problems.push_back(where(item, file) + ": [[sweep.compare]] " + key + " = '" + run::printable(*out) + "' is not a variant" +
                                did_you_mean(*out, names));
         }
         if (!c.variant.empty() && c.variant == c.against)
@@ -325,7 +339,7 @@ SweepSpec SweepSpec::parse(const std::string& toml_text, const fs::path& file_in
     for (const GridAxis& a : spec.grid)
       if (spec.x_key.empty() && a.key != spec.seed_key && a.values.front().is_number()) spec.x_key = a.key;
   } else if (std::none_of(spec.grid.begin(), spec.grid.end(), [&](const GridAxis& a) { return a.key == spec.x_key; })) {
-    problems.push_back(file.string() + ": [sweep] x_key = '" + spec.x_key + "' is not a [sweep.grid] key");
+    problems.push_back(file.string() + ": [sweep] x_key = '" + run::printable(spec.x_key) + "' is not a [sweep.grid] key");
   }
 
   if (!problems.empty()) {

@@ -54,12 +54,12 @@ void write_all(int fd, const std::string& text) {
 
 Report check_objective_isolated(const PluginLibrary& plugin, const ParamSet& params) {
   int fds[2];
-  if (::pipe(fds) != 0) return check_objective(plugin, params);  // no pipe: run in this process
+  if (::pipe(fds) != 0) return check_objective(plugin, params, nullptr);  // no pipe: run in this process
   const pid_t child = ::fork();
   if (child < 0) {
     ::close(fds[0]);
     ::close(fds[1]);
-    return check_objective(plugin, params);
+    return check_objective(plugin, params, nullptr);
   }
   if (child == 0) {
     ::close(fds[0]);

@@ -55,11 +55,15 @@ Evaluation ObjectiveInstance::try_evaluate(const Batch& batch) {
   inputs.count = n;
   inputs.model_w = batch.model_w.data();
   inputs.model_l = batch.model_l.data();
-  inputs.ref_w = batch.ref_w.data();
-  inputs.ref_l = batch.ref_l.data();
-  inputs.timestep = batch.timestep.empty() ? nullptr : batch.timestep.data();
+  auto optional = [](const std::vector<double>& v) { return v.empty() ? nullptr : v.data(); };
+  inputs.ref_w = optional(batch.ref_w);
+  inputs.ref_l = optional(batch.ref_l);
+  inputs.timestep = optional(batch.timestep);
   inputs.step = batch.step;
   inputs.global_count = batch.global_count != 0 ? batch.global_count : n;
+  inputs.error_ww = optional(batch.error_ww);
+  inputs.error_wl = optional(batch.error_wl);
+  inputs.error_ll = optional(batch.error_ll);
 
   pd_objective_outputs outputs{};
   outputs.struct_size = sizeof(pd_objective_outputs);
@@ -79,9 +83,10 @@ Evaluation ObjectiveInstance::try_evaluate(const Batch& batch) {
 
 Evaluation ObjectiveInstance::evaluate(const Batch& batch) {
   const size_t n = batch.size();
-  if (batch.model_l.size() != n || batch.ref_w.size() != n || batch.ref_l.size() != n ||
-      (!batch.timestep.empty() && batch.timestep.size() != n))
-    throw std::invalid_argument("objective inputs have different lengths");
+  for (const std::vector<double>* optional :
+       {&batch.ref_w, &batch.ref_l, &batch.timestep, &batch.error_ww, &batch.error_wl, &batch.error_ll})
+    if (batch.model_l.size() != n || (!optional->empty() && optional->size() != n))
+      throw std::invalid_argument("objective inputs have different lengths");
   Evaluation result = try_evaluate(batch);
   if (result.status != PD_OK)
     throw PluginError(result.status, label_ + " failed at step " + std::to_string(batch.step) + " (" +

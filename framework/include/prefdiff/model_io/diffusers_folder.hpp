@@ -42,7 +42,8 @@ class CheckpointReader {
 };
 
 // Copies checkpoint tensors into `targets` by exact name, converting dtype and device. Every missing,
-// unexpected or mis-shaped tensor is listed in one ModelIoError; nothing is modified when it throws.
+// unexpected or mis-shaped tensor is listed in one ModelIoError, and so is every tensor holding NaN or Inf
+// (named with its file); nothing is modified when it throws.
 void load_state_dict(const NamedTensors& targets, const CheckpointReader& source, const std::string& what);
 
 struct SaveOptions {

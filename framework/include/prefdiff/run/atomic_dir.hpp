@@ -21,6 +21,10 @@ class RunError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Inside every temporary folder of an AtomicDirectory until its commit: its maker's pid, process start time
+// and host (see remove_stale_temporaries). Never part of a committed folder.
+inline constexpr const char* kTemporaryMarker = ".prefdiff-temporary";
+
 class AtomicDirectory {
  public:
   // Creates the temporary folder next to `final_path` (the parent must exist or is created).
@@ -72,13 +76,21 @@ std::filesystem::path temporary_sibling(const std::filesystem::path& target);
 // Whether a file name has the temporary pattern; `pid` receives the writer's pid.
 bool is_temporary_name(const std::string& file_name, std::int64_t* pid = nullptr);
 
+// Writes the owner marker of AtomicDirectory's temporaries into `dir`, a folder this process is about to
+// rename to a temporary name and delete (an old checkpoint, the old contents of a replaced folder): should
+// the process die in between, an unlocked cleanup can then prove the leftover abandoned. Harmless when the
+// rename never happens (the marker is not part of any checkpoint's file list).
+void mark_for_cleanup(const std::filesystem::path& dir);
+
 // Removes temporaries directly in `dir` left by processes that are gone. Those of live AtomicDirectory
 // objects and atomic writes of this process are always kept. When the caller holds the folder's lock
-// (`folder_is_locked`, see RunDirectory) every other temporary is stale by definition; otherwise one is
-// removed only when its pid is not running here (a pid equal to ours is an earlier process's, since our
-// own live ones are known). A pid is only meaningful on this host: on a folder shared between machines,
-// unlocked cleaning should be narrowed with `only_for` (temporaries of that one target name). Returns the
-// removed paths.
+// (`folder_is_locked`, see RunDirectory) every other temporary is stale by definition. Otherwise (a folder
+// shared with other runs, such as run.output_dir) only what is provably an abandoned temporary goes: a
+// temporary folder only when it still carries the marker its AtomicDirectory wrote at creation, naming the
+// pid of its name and this host, and that process is gone (not running, or its pid reused: the marker
+// records the process's start time); a temporary file only when its pid is not running here. A folder
+// whose name merely has the pattern (someone's run named ".x.tmp-1-0") is never touched. `only_for`
+// narrows the cleaning to the temporaries of that one target name. Returns the removed paths.
 std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& dir,
                                                             bool folder_is_locked = false,
                                                             const std::string& only_for = "");

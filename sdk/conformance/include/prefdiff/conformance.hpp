@@ -31,6 +31,13 @@ using instance::ParamSet;
 using instance::PluginError;
 using instance::PluginLibrary;
 using Params = std::vector<GivenParam>;
+using instance::default_host_services;
+
+// A plugin library through the instance layer's loader with the single-rank services (tools, tests).
+PluginLibrary load_plugin(const std::string& path);
+// `params` checked against the plugin's schema, defaults filled in; throws std::invalid_argument that
+// lists every problem.
+ParamSet resolve_params(const PluginLibrary& plugin, const Params& params = {});
 
 struct CheckResult {
   std::string name;
@@ -48,10 +55,13 @@ struct Report {
 // Runs every check on `plugin` with `params` (schema defaults for the rest): descriptor, schema defaults,
 // gradients vs central finite differences for h in [-40, 40], finite outputs at extreme inputs, batch-size
 // and order independence (order only for PD_CAP_BATCH_COUPLED), determinism, non-finite inputs answered with
-// PD_ERR_NON_FINITE, and the save/load round trip of PD_CAP_STATEFUL plugins. Deterministic: the same plugin
-// gives the same report. `on_check` sees each result as soon as it is known.
+// PD_ERR_NON_FINITE, the save/load round trip of PD_CAP_STATEFUL plugins, and the optional inputs it declares
+// (PD_CAP_REFERENCE_FREE: the same outputs without references; PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: the kit
+// synthesises consistent inner products, error_ww = model_w, error_ll = model_l, held fixed in the finite
+// differences, and a batch without them must be refused). Deterministic: the same plugin gives the same
+// report. `on_check` sees each result as soon as it is known.
 Report check_objective(const PluginLibrary& plugin, const ParamSet& params,
-                       const std::function<void(const CheckResult&)>& on_check = nullptr);
+                       const std::function<void(const CheckResult&)>& on_check);
 // The same with parameters as given (problems with them fail the "parameters" check).
 Report check_objective(const PluginLibrary& plugin, const Params& params = {});
 
@@ -66,7 +76,10 @@ Report check_objective_isolated(const PluginLibrary& plugin, const ParamSet& par
 //    "h": [...], "h_exact": true, "loss": [...], "dloss_dh": [...], "diagnostics": {name: value}}
 // Numbers are printed with %.17g. dloss_dh = dloss_dmodel_w / (dh/dmodel_w), with dh/dmodel_w measured
 // from the plugin's margins (= -beta/2 exactly for the DiffusionDPO margin), so it is the plugin's dl/dh
-// to within its own rounding of the chain-rule product. Throws PluginError when the plugin fails.
+// to within its own rounding of the chain-rule product. A margin that is not affine in model_w (mapo)
+// is reached only approximately: "h" holds the margins reached. A plugin that reads error inner products
+// gets error_ww = model_w, error_ll = model_l and orthogonal errors (error_wl = 0). Throws PluginError when
+// the plugin fails.
 std::string evaluate_margins_json(const PluginLibrary& plugin, const ParamSet& params,
                                   const std::vector<double>& margins, int64_t step = 0);
 std::string evaluate_margins_json(const PluginLibrary& plugin, const Params& params,

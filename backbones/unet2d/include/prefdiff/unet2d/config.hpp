@@ -50,7 +50,12 @@ struct Unet2dConfig {
   // Width of the pooled text embedding that text_time expects (projection dim minus 6 time ids).
   int64_t text_embeds_dim() const { return projection_class_embeddings_input_dim - 6 * addition_time_embed_dim; }
 
-  // `origin` names the file in error messages.
+  // The number of weights the model has, from the config alone (exact for every valid config; a double so
+  // that no config can overflow it). from_json refuses configs beyond 2e10 before anything is allocated.
+  double parameter_count() const;
+
+  // `origin` names the file in error messages. Every value is range-checked (e.g. channels, layers,
+  // kernels, norm_eps > 0) and the model's size bounded; every problem is reported at once.
   static Unet2dConfig from_json(const nlohmann::json& j, const std::string& origin = "config.json");
   // The full config diffusers' save_config writes: every key, defaults resolved, unknown keys dropped.
   static nlohmann::json to_diffusers_json(const nlohmann::json& source);

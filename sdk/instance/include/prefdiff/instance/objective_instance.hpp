@@ -18,10 +18,12 @@ namespace prefdiff::instance {
 
 // Plain host vectors of one micro-batch (this rank's pairs).
 struct Batch {
-  std::vector<double> model_w, model_l, ref_w, ref_l;
+  std::vector<double> model_w, model_l, ref_w, ref_l;  // ref_w, ref_l empty = NULL (reference-free objectives)
   std::vector<double> timestep;  // empty = NULL
   int64_t step = 0;
   uint64_t global_count = 0;     // pairs over all ranks (pd_objective_inputs.global_count); 0 = size()
+  // ABI 1.1 per-pair error inner products <e_w,e_w>/D, <e_w,e_l>/D, <e_l,e_l>/D (objective.h); empty = NULL.
+  std::vector<double> error_ww{}, error_wl{}, error_ll{};
   size_t size() const { return model_w.size(); }
 };
 
