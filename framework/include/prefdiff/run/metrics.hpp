@@ -53,15 +53,26 @@ struct MetricsOptions {
   bool fsync_rows = true;  // fsync both files after each row (rows are per window, not per step)
 };
 
-class MetricsLogger {
+// Where the trainer's metrics go. MetricsLogger writes metrics.jsonl and metrics.csv; another sink (a
+// TensorBoard event writer) implements the same calls, and a fan-out sink can feed several.
+class MetricsSink {
+ public:
+  virtual ~MetricsSink() = default;
+  virtual void add(const std::string& key, double value) = 0;
+  virtual void set(const std::string& key, double value) = 0;
+  virtual std::map<std::string, double> log_window(std::int64_t step, double epoch, const AllReduceSum& all_reduce_sum) = 0;
+  virtual void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values) = 0;
+};
+
+class MetricsLogger : public MetricsSink {
  public:
   explicit MetricsLogger(std::filesystem::path run_dir, MetricsOptions options = {});
 
   // Window accumulation. add(): averaged over every value added in the window on every rank.
   // set(): a gauge (lr, pairs_per_s computed from the global batch): the last value of the window; across
   // ranks the mean of each rank's last value. NaN is kept (it shows in the logs instead of vanishing).
-  void add(const std::string& key, double value);
-  void set(const std::string& key, double value);
+  void add(const std::string& key, double value) override;
+  void set(const std::string& key, double value) override;
   bool window_empty() const { return sums_.empty(); }
   std::vector<std::string> window_keys() const;  // sorted: the same order on every rank
 
@@ -73,12 +84,12 @@ class MetricsLogger {
 
   // window_means(), a row written by the writer with `step` and `epoch`, then reset_window().
   std::map<std::string, double> log_window(std::int64_t step, double epoch,
-                                           const AllReduceSum& all_reduce_sum = nullptr);
+                                           const AllReduceSum& all_reduce_sum = nullptr) override;
 
   // One row (writer only; a no-op on other ranks). Keys must not be "step" or "epoch".
   void write_row(std::int64_t step, double epoch, const std::map<std::string, double>& values);
   // Validation: the same, with "eval/" put in front of every key that lacks it; its own row.
-  void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values);
+  void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values) override;
 
   const std::vector<std::string>& csv_columns() const { return columns_; }  // "step", "epoch", sorted keys
   std::filesystem::path jsonl_path() const { return dir_ / "metrics.jsonl"; }
