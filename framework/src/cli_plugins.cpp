@@ -55,6 +55,8 @@ void describe(CliContext& context, const std::string& id) {
   std::string caps;
   if (d.capabilities & PD_CAP_BATCH_COUPLED) caps += " batch-coupled";
   if (d.capabilities & PD_CAP_STATEFUL) caps += " stateful";
+  if (d.capabilities & PD_CAP_REFERENCE_FREE) caps += " reference-free";
+  if (d.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) caps += " error-inner-products";
   std::printf("  capabilities:   %s\n", caps.empty() ? " none" : caps.c_str());
   if (p.kind() == PD_KIND_OBJECTIVE) {
     const auto* f = static_cast<const pd_objective_functions*>(d.functions);

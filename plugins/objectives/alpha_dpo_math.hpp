@@ -20,18 +20,7 @@
 
 namespace prefdiff::objectives::alpha_math {
 
-// F(x) = (e^x - 1 - x) / x^2, F(0) = 1/2. Taylor series sum_k x^k/(k+2)! where |x| < 1 (every use in
-// this file has |x| < log 2), the direct form elsewhere (at most ~2 bits of cancellation there).
-inline double expm1_minus_x_over_x2(double x) {
-  if (std::fabs(x) >= 1.0) return (std::expm1(x) - x) / (x * x);
-  double term = 0.5, sum = 0.5;
-  for (int k = 3; k < 40; ++k) {
-    term *= x / k;
-    sum += term;
-    if (std::fabs(term) <= 1e-17 * std::fabs(sum)) break;
-  }
-  return sum;
-}
+using prefdiff::sdk::math::expm1_minus_x_over_x2;  // F(x), shared through the SDK
 
 // G(h) = log sigma(h) + sigma(-h) for h > 0, where it is ~ -v^2/2. With t = e^-h, v = t/(1+t) and
 // z = t/(2+t): log(1-v) = -2*atanh(z), so G = -v*z - 2*(z^3/3 + z^5/5 + ...), z <= 1/3.

@@ -1,4 +1,4 @@
-// Shared by the five first-party objective plugins: the beta parameter (one doc string, one default),
+// Shared by the first-party objective plugins: the beta parameter (one doc string, one default),
 // and range checks whose messages name key, value
 // and fix. Header-only and SDK-only, like everything a plugin includes.
 #ifndef PREFDIFF_PLUGINS_OBJECTIVE_COMMON_HPP
@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "prefdiff/objective_math.hpp"
@@ -13,9 +14,14 @@
 
 namespace prefdiff::objectives {
 
+// The shortest decimal that reads back as `value` (0.7, not 0.69999999999999996; 1e-06, not
+// 9.9999999999999995e-07): what the user typed, and still exact.
 inline std::string format_number(double value) {
   char text[64];
-  std::snprintf(text, sizeof(text), "%.17g", value);
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(text, sizeof(text), "%.*g", digits, value);
+    if (std::strtod(text, nullptr) == value) break;
+  }
   return text;
 }
 

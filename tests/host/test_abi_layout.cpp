@@ -1,6 +1,7 @@
-// Pins the layout of every shipped tier-1 struct version (ABI 1.0, LP64). A failing assert here means
-// a change broke binary compatibility with plugins already built: append fields instead, and bump
-// PD_ABI_MINOR.
+// Pins the layout of every shipped tier-1 struct version (ABI 1.0 and 1.1, LP64). A failing assert here
+// means a change broke binary compatibility with plugins already built: append fields instead, and bump
+// PD_ABI_MINOR. ABI 1.1 appended error_ww/error_wl/error_ll to pd_objective_inputs (a 1.0 struct ends at
+// byte 72) and the capability bits PD_CAP_REFERENCE_FREE and PD_CAP_NEEDS_ERROR_INNER_PRODUCTS.
 #include <cstddef>
 
 #include <gtest/gtest.h>
@@ -60,7 +61,9 @@ PIN(pd_plugin_descriptor, param_count, 64);
 PIN(pd_plugin_descriptor, capabilities, 72);
 PIN(pd_plugin_descriptor, functions, 80);
 
-static_assert(sizeof(pd_objective_inputs) == 72);
+// 1.0: 72 bytes, up to global_count. 1.1: 96 bytes.
+constexpr size_t kObjectiveInputsSize_1_0 = 72;
+static_assert(sizeof(pd_objective_inputs) == 96);
 PIN(pd_objective_inputs, count, 8);
 PIN(pd_objective_inputs, model_w, 16);
 PIN(pd_objective_inputs, model_l, 24);
@@ -69,6 +72,13 @@ PIN(pd_objective_inputs, ref_l, 40);
 PIN(pd_objective_inputs, timestep, 48);
 PIN(pd_objective_inputs, step, 56);
 PIN(pd_objective_inputs, global_count, 64);
+PIN(pd_objective_inputs, error_ww, kObjectiveInputsSize_1_0);
+PIN(pd_objective_inputs, error_wl, 80);
+PIN(pd_objective_inputs, error_ll, 88);
+
+// Capability bits are part of the ABI too: their values never change.
+static_assert(PD_CAP_BATCH_COUPLED == 0x1ull && PD_CAP_STATEFUL == 0x2ull);
+static_assert(PD_CAP_REFERENCE_FREE == 0x4ull && PD_CAP_NEEDS_ERROR_INNER_PRODUCTS == 0x8ull);
 
 static_assert(sizeof(pd_objective_outputs) == 48);
 PIN(pd_objective_outputs, diagnostic_capacity, 4);
@@ -134,9 +144,9 @@ PIN(pd_dataset_functions, destroy, 16);
 PIN(pd_dataset_functions, describe, 24);
 PIN(pd_dataset_functions, read, 32);
 
-TEST(AbiLayout, VersionIsOnePointZero) {
+TEST(AbiLayout, VersionIsOnePointOne) {
   EXPECT_EQ(PD_ABI_MAJOR, 1u);
-  EXPECT_EQ(PD_ABI_MINOR, 0u);
+  EXPECT_EQ(PD_ABI_MINOR, 1u);
 }
 
 TEST(AbiLayout, HasFieldReadsOnlyWhatTheSizeCovers) {
@@ -144,4 +154,11 @@ TEST(AbiLayout, HasFieldReadsOnlyWhatTheSizeCovers) {
   inputs.struct_size = offsetof(pd_objective_inputs, global_count);  // an older, shorter version
   EXPECT_TRUE(PD_HAS_FIELD(&inputs, pd_objective_inputs, step));
   EXPECT_FALSE(PD_HAS_FIELD(&inputs, pd_objective_inputs, global_count));
+  // What a 1.1 plugin sees from a 1.0 host: everything up to global_count, none of the inner products.
+  inputs.struct_size = kObjectiveInputsSize_1_0;
+  EXPECT_TRUE(PD_HAS_FIELD(&inputs, pd_objective_inputs, global_count));
+  EXPECT_FALSE(PD_HAS_FIELD(&inputs, pd_objective_inputs, error_ww));
+  EXPECT_FALSE(PD_HAS_FIELD(&inputs, pd_objective_inputs, error_ll));
+  inputs.struct_size = sizeof(pd_objective_inputs);
+  EXPECT_TRUE(PD_HAS_FIELD(&inputs, pd_objective_inputs, error_ll));
 }

@@ -37,7 +37,7 @@ TEST(Cli, VersionNamesLibTorchCudaAndAbi) {
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("LibTorch 2."), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("CUDA: "), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("plugin ABI 1.0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("plugin ABI 1.1"), std::string::npos) << r.output;
 }
 
 TEST(Cli, ListsAndDescribesPlugins) {

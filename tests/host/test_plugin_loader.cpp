@@ -52,7 +52,8 @@ TEST(PluginLoader, RefusesAMissingEntrySymbol) {
 
 TEST(PluginLoader, RefusesAnAbiMajorMismatchNamingBothVersions) {
   const std::string error = load_error(plugin_file("broken_abi_major"));
-  expect_contains(error, "ABI major mismatch: plugin built for ABI 99.0, this host speaks ABI 1.0");
+  expect_contains(error, "ABI major mismatch: plugin built for ABI 99.");
+  expect_contains(error, "this host speaks ABI " + std::to_string(PD_ABI_MAJOR) + "." + std::to_string(PD_ABI_MINOR));
   expect_contains(error, "Rebuild the plugin");
 }
 

@@ -25,7 +25,7 @@ void expect_mentions(const std::string& message, const std::vector<std::string>&
 
 TEST(BadParams, RdpoEpsHalfDividesByZero) {
   expect_mentions(refusal("rdpo", {real("eps", 0.5)}), {"'eps'", "0.5", "[0, 0.5)", "(1 - 2*eps)", "sign flips"});
-  expect_mentions(refusal("rdpo", {real("eps", 0.7)}), {"'eps'", "0.69999999999999996"});
+  expect_mentions(refusal("rdpo", {real("eps", 0.7)}), {"'eps' = 0.7 ", "[0, 0.5)"});  // as typed, not 0.6999...
   expect_mentions(refusal("cdpo", {real("eps", 0.5)}), {"'eps'", "[0, 0.5)"});
   expect_mentions(refusal("cdpo", {real("eps", -0.1)}), {"'eps'", "-0.1"});
 }
@@ -50,7 +50,7 @@ TEST(BadParams, HolderGammaMustBePositive) {
 }
 
 TEST(BadParams, BetaMustBePositive) {
-  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo"})
+  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo", "ipo", "dmpo", "sdpo"})
     expect_mentions(refusal(stem, {real("beta", 0.0)}), {"'beta'", "(0, inf)"});
 }
 
@@ -66,10 +66,30 @@ TEST(BadParams, AlphaDpo) {
   expect_mentions(refusal("alpha_dpo", {integer("start_step", -2)}), {"'start_step'", "-2"});
 }
 
+TEST(BadParams, Dmpo) {
+  expect_mentions(refusal("dmpo", {real("dmpo_alpha", 0.5)}), {"'dmpo_alpha' = 0.5", "[1e-06, 0.5)"});
+  expect_mentions(refusal("dmpo", {real("dmpo_alpha", 0.0)}), {"'dmpo_alpha' = 0 ", "[1e-06, 0.5)"});
+  expect_mentions(refusal("sdpo", {text("base_objective", "dmpo"), real("dmpo_alpha", 0.7)}), {"'dmpo_alpha'", "0.7"});
+}
+
+TEST(BadParams, Mapo) {
+  expect_mentions(refusal("mapo", {real("beta_mapo", 0.0)}), {"'beta_mapo'", "(0, inf)", "0.1"});
+  expect_mentions(refusal("mapo", {real("snr_value", -0.5)}), {"'snr_value' = -0.5", "(0, inf)"});
+  expect_mentions(refusal("mapo", {integer("num_train_timesteps", 0)}), {"'num_train_timesteps'", "1000"});
+}
+
+TEST(BadParams, Sdpo) {
+  expect_mentions(refusal("sdpo", {real("winner_preserving_mu", 1.5)}), {"'winner_preserving_mu' = 1.5", "[0, 1]"});
+  expect_mentions(refusal("sdpo", {real("winner_preserving_mu", -0.1)}), {"'winner_preserving_mu'", "-0.1"});
+  expect_mentions(refusal("sdpo", {text("base_objective", "dspo")}), {"'base_objective'", "dspo", "dpo|dmpo"});
+  expect_mentions(refusal("sdpo", {real("lambda_eps", -1e-9)}), {"'lambda_eps' = -1e-09", "[0, inf)"});
+}
+
 // The SDK's Params refuses these for every plugin, whatever its own range checks.
 TEST(BadParams, NonFiniteNumbersAndFractionalIntegers) {
-  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo"})
+  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo", "ipo", "dmpo", "sdpo"})
     expect_mentions(refusal(stem, {real("beta", INFINITY)}), {"'beta'", "inf", "not a finite number"});
+  expect_mentions(refusal("mapo", {real("beta_mapo", NAN)}), {"'beta_mapo'", "not a finite number"});
   expect_mentions(refusal("holder_dpo", {real("gamma", NAN)}), {"'gamma'", "not a finite number"});
   pd_param_value fractional = integer("start_step", 0);
   fractional.number = 2.7;

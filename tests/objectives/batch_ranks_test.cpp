@@ -1,5 +1,6 @@
 // Batch statistics over ranks: two ranks (threads sharing an all-reduce) must give what one rank gives
-// on the concatenated batch: alpha-DPO's batch-mean alpha and Hölder-DPO's contamination estimate.
+// on the concatenated batch: alpha-DPO's batch-mean alpha, Hölder-DPO's contamination estimate and
+// SDPO's loser scale lambda.
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -50,9 +51,9 @@ pd_host_services rank_services(TwoRankReducer* reducer, int rank) {
   return services;
 }
 
-// Evaluates `h` split as h[0..cut) on rank 0 and h[cut..) on rank 1; returns both ranks' results.
+// Evaluates batches[0] on rank 0 and batches[1] on rank 1 at once; returns both ranks' results.
 std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector<pd_param_value>& params,
-                                      const std::vector<double>& h, size_t cut) {
+                                      const pc::Batch (&batches)[2]) {
   const pd_plugin_descriptor& plugin = objective(stem);
   const std::vector<pd_param_value> resolved = pc::resolve_params(plugin, params);
   TwoRankReducer reducer;
@@ -60,13 +61,20 @@ std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector
   std::vector<pc::Evaluation> out(2);
   auto run = [&](int rank) {
     pc::ObjectiveInstance instance(plugin, resolved, &services[rank]);
-    const std::vector<double> part(rank == 0 ? h.begin() : h.begin() + cut, rank == 0 ? h.begin() + cut : h.end());
-    out[rank] = instance.evaluate(batch_at(part));
+    out[rank] = instance.evaluate(batches[rank]);
   };
   std::thread other(run, 1);
   run(0);
   other.join();
   return out;
+}
+
+// `h` split as h[0..cut) on rank 0 and h[cut..) on rank 1.
+std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector<pd_param_value>& params,
+                                      const std::vector<double>& h, size_t cut) {
+  const pc::Batch batches[2] = {batch_at(std::vector<double>(h.begin(), h.begin() + cut)),
+                                batch_at(std::vector<double>(h.begin() + cut, h.end()))};
+  return two_ranks(stem, params, batches);
 }
 
 TEST(BatchRanks, AlphaBatchMeanOverTwoRanksEqualsOneRank) {
@@ -105,6 +113,46 @@ TEST(BatchRanks, HolderContaminationOverTwoRanksEqualsOneRank) {
     ASSERT_EQ(ranks[r].status, PD_OK) << ranks[r].message;
     EXPECT_LE(std::fabs(ranks[r].diagnostics[0] - one.diagnostics[0]), 1e-15);
     EXPECT_LE(std::fabs(ranks[r].diagnostics[1] - one.diagnostics[1]), 1e-15);
+  }
+}
+
+TEST(BatchRanks, SdpoLambdaOverTwoRanksEqualsOneRank) {
+  // The released code takes lambda from each GPU's own micro-batch; prefdiff all-reduces the two sums so
+  // that the split over ranks does not change the step.
+  const std::vector<double> h = {-3, -1, 0, 0.5, 2, 4, -0.2};
+  pc::Batch whole = batch_at(h), parts[2];
+  for (size_t i = 0; i < h.size(); ++i) {
+    whole.model_l[i] = 0.3 + 0.05 * static_cast<double>(i % 3);
+    whole.ref_w[i] = 5.0;
+    whole.model_w[i] += whole.model_l[i] + 5.0;  // keeps h, with positive errors
+    whole.error_ww.push_back(whole.model_w[i]);
+    whole.error_ll.push_back(whole.model_l[i]);
+    whole.error_wl.push_back((0.6 + 0.05 * static_cast<double>(i)) * std::sqrt(whole.model_w[i] * whole.model_l[i]));
+  }
+  const size_t cut = 3;
+  for (size_t i = 0; i < h.size(); ++i) {
+    pc::Batch& part = parts[i < cut ? 0 : 1];
+    for (auto field : {&pc::Batch::model_w, &pc::Batch::model_l, &pc::Batch::ref_w, &pc::Batch::ref_l,
+                       &pc::Batch::error_ww, &pc::Batch::error_wl, &pc::Batch::error_ll})
+      (part.*field).push_back((whole.*field)[i]);
+  }
+  const std::vector<pd_param_value> params = {real("beta", 2.0)};
+  const pd_plugin_descriptor& plugin = objective("sdpo");
+  pc::ObjectiveInstance single(plugin, pc::resolve_params(plugin, params));
+  const pc::Evaluation one = single.evaluate(whole);
+  ASSERT_EQ(one.status, PD_OK) << one.message;
+  ASSERT_GT(one.diagnostics[0], 0.0);
+  ASSERT_LT(one.diagnostics[0], 1.0);
+  const std::vector<pc::Evaluation> ranks = two_ranks("sdpo", params, parts);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(ranks[r].status, PD_OK) << ranks[r].message;
+    EXPECT_LE(relative_error(ranks[r].diagnostics[0], one.diagnostics[0]), 1e-15);
+  }
+  for (size_t i = 0; i < h.size(); ++i) {
+    const pc::Evaluation& e = ranks[i < cut ? 0 : 1];
+    const size_t k = i < cut ? i : i - cut;
+    EXPECT_LE(relative_error(e.dloss_dmodel_l[k], one.dloss_dmodel_l[i]), 1e-14) << i;
+    EXPECT_EQ(e.loss[k], one.loss[i]) << i;
   }
 }
 

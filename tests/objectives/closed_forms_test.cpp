@@ -1,4 +1,5 @@
-// Closed forms of spec section 2/6, and cDPO/rDPO at eps = 0 being DPO to the last bit.
+// Closed forms of spec section 2/6, and cDPO/rDPO at eps = 0 being DPO to the last bit; the optima and
+// limits of ipo, dmpo and mapo.
 #include <cstring>
 #include <random>
 
@@ -107,6 +108,58 @@ TEST(ClosedForms, CdpoAndRdpoAtEpsZeroAreDpoBitForBit) {
     EXPECT_EQ(std::memcmp(dpo.dloss_dmodel_l.data(), other.dloss_dmodel_l.data(), bytes), 0) << stem;
     EXPECT_EQ(std::memcmp(dpo.margin.data(), other.margin.data(), bytes), 0) << stem;
   }
+}
+
+TEST(ClosedForms, IpoIsMinimisedAtHalfWhateverBeta) {
+  const AtMargins at = evaluate("ipo", {}, {0.0, 0.5, 3.0, -4.0});  // beta = 2
+  EXPECT_EQ(at.loss[1], 0.0);
+  EXPECT_EQ(at.dloss_dh[1], 0.0);
+  EXPECT_EQ(at.loss[0], 0.0625);       // ((0 - 1/2)/2)^2
+  EXPECT_EQ(at.dloss_dh[2], 1.25);     // 2 (3 - 1/2) / 2^2
+  EXPECT_EQ(at.dloss_dh[3], -2.25);
+  // At another beta the target margin stays 1/2 and the loss scales as 1/beta^2.
+  const pd_plugin_descriptor& ipo = objective("ipo");
+  pc::ObjectiveInstance instance(ipo, pc::resolve_params(ipo, {real("beta", 5000.0)}));
+  const pc::Evaluation e = instance.evaluate(pc::Batch{{-1.0 / 5000.0}, {0.0}, {0.0}, {0.0}, {}, 0});  // h = 1/2
+  ASSERT_EQ(e.status, PD_OK) << e.message;
+  EXPECT_LE(std::fabs(e.margin[0] - 0.5), 1e-15);
+  EXPECT_LE(e.loss[0], 1e-37);
+}
+
+TEST(ClosedForms, DmpoPullsToLogOddsOfOneMinusAlphaAndIsBoundedAtBothEnds) {
+  for (double alpha : {1e-6, 0.01, 0.2, 0.45}) {
+    const double k = std::log((1 - alpha) / alpha);  // ln 99 at 0.01
+    const AtMargins at = evaluate("dmpo", {real("dmpo_alpha", alpha)}, {k - 1e-3, k, k + 1e-3, -1e4, 1e4});
+    EXPECT_LE(at.loss[1], 1e-30) << alpha;
+    EXPECT_LT(at.dloss_dh[0], 0.0);
+    EXPECT_GT(at.dloss_dh[2], 0.0);
+    EXPECT_GT(at.loss[0], at.loss[1]);
+    EXPECT_GT(at.loss[2], at.loss[1]);
+    // KL(Bernoulli(0) || Bernoulli(1 - alpha)) = -log(alpha); KL(Bernoulli(1) || ...) = -log(1 - alpha).
+    EXPECT_LE(relative_error(at.loss[3], -std::log(alpha)), 1e-15) << alpha;
+    EXPECT_LE(relative_error(at.loss[4], -std::log1p(-alpha)), 1e-15) << alpha;
+    EXPECT_EQ(at.dloss_dh[3], 0.0);  // redescending at both ends
+    EXPECT_EQ(at.dloss_dh[4], 0.0);
+  }
+}
+
+TEST(ClosedForms, MapoAtEqualErrorsIsTheWinnersErrorPlusBetaLog2) {
+  // m_w = m_l = 0: psi = 1 on both, z = 0, l = beta log 2, psi'(0) = -1/2:
+  // dl/dm_w = 1 + beta T s / 4, dl/dm_l = -beta T s / 4 (beta 0.1, T 1000, s 0.5: 13.5 and -12.5).
+  const pd_plugin_descriptor& mapo = objective("mapo");
+  pc::ObjectiveInstance instance(mapo, pc::resolve_params(mapo, {}));
+  const pc::Evaluation e = instance.evaluate(pc::Batch{{0.0, 0.4}, {0.0, 0.4}, {}, {}, {}, 0});
+  ASSERT_EQ(e.status, PD_OK) << e.message;
+  EXPECT_EQ(e.margin[0], 0.0);
+  EXPECT_LE(relative_error(e.loss[0], 0.1 * std::log(2.0)), 1e-16);
+  EXPECT_LE(relative_error(e.dloss_dmodel_w[0], 13.5), 1e-16);
+  EXPECT_LE(relative_error(e.dloss_dmodel_l[0], -12.5), 1e-16);
+  EXPECT_EQ(e.margin[1], 0.0);
+  EXPECT_LE(relative_error(e.loss[1], 0.4 + 0.1 * std::log(2.0)), 1e-16);
+  // Winner's gradient above 1 (the SFT term plus the margin term), loser's negative: equal errors still
+  // push the two apart.
+  EXPECT_GT(e.dloss_dmodel_w[1], 1.0);
+  EXPECT_LT(e.dloss_dmodel_l[1], 0.0);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The conformance kit passes on the five first-party objectives (defaults and edge parameters) and
-// FAILS on deliberately broken ones, naming the check that caught each defect.
+// The conformance kit passes on the first-party objectives (defaults and edge parameters) and FAILS on
+// deliberately broken ones, naming the check that caught each defect.
 #include <cstdlib>
 
 #include "plugin_fixture.hpp"
@@ -20,7 +20,8 @@ void expect_passes(const std::string& stem, const std::vector<pd_param_value>& p
 }
 
 TEST(ConformanceKit, PassesOnEveryObjectiveWithDefaults) {
-  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo"}) expect_passes(stem, {});
+  for (const char* stem : {"dpo", "cdpo", "rdpo", "holder_dpo", "alpha_dpo", "ipo", "mapo", "dmpo", "sdpo"})
+    expect_passes(stem, {});
 }
 
 TEST(ConformanceKit, PassesAtEdgeParameters) {
@@ -34,6 +35,28 @@ TEST(ConformanceKit, PassesAtEdgeParameters) {
     expect_passes("alpha_dpo", {text("alpha_mode", "fixed"), real("alpha", a)});
   expect_passes("alpha_dpo", {real("mu", 1.0)});
   expect_passes("alpha_dpo", {integer("start_step", 5)});
+  expect_passes("ipo", {real("beta", 2.0)});
+  for (double a : {1e-6, 0.3, 0.4999999}) expect_passes("dmpo", {real("dmpo_alpha", a)});
+  expect_passes("dmpo", {real("beta", 2000.0)});
+  expect_passes("mapo", {real("snr_value", 1e-3)});
+  expect_passes("mapo", {real("snr_value", 4.0), integer("num_train_timesteps", 1), real("beta_mapo", 10.0)});
+  expect_passes("mapo", {real("beta_mapo", 1e-4)});
+  for (double mu : {0.0, 0.6, 1.0}) expect_passes("sdpo", {real("winner_preserving_mu", mu)});
+  expect_passes("sdpo", {text("base_objective", "dmpo"), real("dmpo_alpha", 0.3)});
+  expect_passes("sdpo", {real("lambda_eps", 1.0)});
+}
+
+TEST(ConformanceKit, ChecksWhatTheOptionalInputCapabilitiesPromise) {
+  // With the kit's aligned inner products (correlations 0.1-0.9) and the default mu = 0.9 the safeguard
+  // is active in the gradient check (lambda ~ 0.2); broken_naive_safeguard shows that a scaled gradient
+  // that is not the derivative of the reported loss fails there.
+  const pc::Report sdpo = pc::check_objective(objective("sdpo"), {});
+  EXPECT_NE(sdpo.text().find("reads error inner products, a batch without them refused"), std::string::npos)
+      << sdpo.text();
+  const pc::Report mapo = pc::check_objective(objective("mapo"), {});
+  EXPECT_NE(mapo.text().find("reference-free: the same outputs with other references and with none"),
+            std::string::npos)
+      << mapo.text();
 }
 
 TEST(ConformanceKit, FailsOnBrokenObjectives) {
@@ -46,6 +69,8 @@ TEST(ConformanceKit, FailsOnBrokenObjectives) {
       {"bad_default", "schema defaults"},
       {"state", "state round trip"},
       {"nan_passthrough", "non-finite inputs"},
+      {"claims_reference_free", "optional inputs"},
+      {"naive_safeguard", "gradient vs finite differences"},
   };
   for (const auto& c : cases) {
     const pc::Report report = pc::check_objective(broken(c.first), {});

@@ -43,7 +43,14 @@ std::string json_array(const std::vector<double>& values) {
 Evaluation evaluate_or_throw(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params,
                              const Batch& batch) {
   ObjectiveInstance instance(plugin, params);
-  Evaluation e = instance.evaluate(batch);
+  Batch inputs = batch;
+  if ((plugin.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0) {
+    // The loss as a function of h alone: consistent norms and orthogonal errors (<e_w,e_l> = 0).
+    inputs.error_ww = batch.model_w;
+    inputs.error_ll = batch.model_l;
+    inputs.error_wl.assign(batch.size(), 0.0);
+  }
+  Evaluation e = instance.evaluate(inputs);
   if (e.status != PD_OK) throw PluginError(e.status, std::string("evaluate() of '") + plugin.id + "' failed: " + e.message);
   return e;
 }

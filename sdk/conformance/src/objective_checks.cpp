@@ -54,6 +54,31 @@ std::string non_finite_output(const Evaluation& e) {
   return "";
 }
 
+bool needs_error_inner_products(const pd_plugin_descriptor& plugin) {
+  return (plugin.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0;
+}
+
+// Error inner products consistent with the batch, as a host computes them: error_ww = model_w,
+// error_ll = model_l, error_wl = rho_i sqrt(|error_ww error_ll|) with a fixed correlation pattern rho_i in
+// [0.1, 0.9] (aligned errors, so a winner-preserving scale is active). Fixed once per batch: the finite
+// differences move model_w/model_l with the inner products held, as objective.h defines the derivatives.
+void add_error_inner_products(Batch& batch) {
+  batch.error_ww = batch.model_w;
+  batch.error_ll = batch.model_l;
+  batch.error_wl.resize(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i)
+    batch.error_wl[i] = (0.5 + 0.4 * std::sin(1.0 + static_cast<double>(i))) *
+                        std::sqrt(std::fabs(batch.model_w[i] * batch.model_l[i]));
+}
+
+// `batch` as the plugin needs it: with inner products when it declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS
+// and the batch has none yet.
+Batch prepared(const pd_plugin_descriptor& plugin, const Batch& batch) {
+  Batch out = batch;
+  if (needs_error_inner_products(plugin) && out.error_ww.empty() && out.size() > 0) add_error_inner_products(out);
+  return out;
+}
+
 struct Context {
   const pd_plugin_descriptor& plugin;
   std::vector<pd_param_value> params;
@@ -65,7 +90,7 @@ struct Context {
   // Every evaluation gets a fresh instance, so state cannot leak from one check into the next.
   Evaluation fresh(const Batch& batch) const {
     ObjectiveInstance instance(plugin, params);
-    return instance.evaluate(batch);
+    return instance.evaluate(prepared(plugin, batch));
   }
   double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
 };
@@ -88,6 +113,7 @@ Batch batch_with_margins(Context& ctx, const std::vector<double>& h, double mse_
   if (base.status != PD_OK) throw PluginError(base.status, "evaluate failed on ordinary inputs: " + base.message);
   for (size_t i = 0; i < h.size(); ++i)
     batch.model_w[i] = quantize((h[i] - base.margin[i]) / ctx.slope_w, mse_scale > 1.0 ? 20 : 40);
+  if (needs_error_inner_products(ctx.plugin)) add_error_inner_products(batch);
   return batch;
 }
 
@@ -97,9 +123,10 @@ Batch subset(const Batch& batch, const std::vector<size_t>& rows) {
   for (size_t r : rows) {
     out.model_w.push_back(batch.model_w[r]);
     out.model_l.push_back(batch.model_l[r]);
-    out.ref_w.push_back(batch.ref_w[r]);
-    out.ref_l.push_back(batch.ref_l[r]);
-    if (!batch.timestep.empty()) out.timestep.push_back(batch.timestep[r]);
+    std::vector<double> Batch::*const optional[] = {&Batch::ref_w, &Batch::ref_l, &Batch::timestep,
+                                                    &Batch::error_ww, &Batch::error_wl, &Batch::error_ll};
+    for (const auto field : optional)
+      if (!(batch.*field).empty()) (out.*field).push_back((batch.*field)[r]);
   }
   return out;
 }
@@ -135,7 +162,9 @@ CheckResult check_descriptor(const pd_plugin_descriptor& d) {
   return pass(name, std::string(d.id) + " " + d.version + ", formula " + d.formula_version + ", " +
                         std::to_string(d.param_count) + " parameters, " + std::to_string(f->diagnostic_count) +
                         " diagnostics" + ((d.capabilities & PD_CAP_BATCH_COUPLED) ? ", batch-coupled" : "") +
-                        ((d.capabilities & PD_CAP_STATEFUL) ? ", stateful" : ""));
+                        ((d.capabilities & PD_CAP_STATEFUL) ? ", stateful" : "") +
+                        ((d.capabilities & PD_CAP_REFERENCE_FREE) ? ", reference-free" : "") +
+                        ((d.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) ? ", reads error inner products" : ""));
 }
 
 // Why a parameter's default is not acceptable, or "".
@@ -180,7 +209,7 @@ CheckResult check_schema(const pd_plugin_descriptor& d) {
   try {
     const std::vector<pd_param_value> defaults = resolve_params(d, {});
     ObjectiveInstance instance(d, defaults);
-    Batch batch{{0.30}, {0.31}, {0.305}, {0.30}, {}, 0};
+    const Batch batch = prepared(d, Batch{{0.30}, {0.31}, {0.305}, {0.30}, {}, 0});
     const Evaluation e = instance.evaluate(batch);
     if (e.status != PD_OK) return fail(name, "evaluate() with the defaults failed: " + e.message);
     const std::string bad = non_finite_output(e);
@@ -365,10 +394,12 @@ CheckResult check_non_finite_inputs(Context& ctx) {
   Batch batch = batch_with_margins(ctx, {-3.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0}, 1.0);
   batch.timestep.assign(batch.size(), 500.0);
   const double bad_values[] = {std::numeric_limits<double>::quiet_NaN(), INFINITY, -INFINITY};
-  std::vector<double> Batch::*fields[] = {&Batch::model_w, &Batch::model_l, &Batch::ref_w, &Batch::ref_l, &Batch::timestep};
-  const char* names[] = {"model_w", "model_l", "ref_w", "ref_l", "timestep"};
+  std::vector<double> Batch::*fields[] = {&Batch::model_w,  &Batch::model_l,  &Batch::ref_w,   &Batch::ref_l,
+                                          &Batch::timestep, &Batch::error_ww, &Batch::error_wl, &Batch::error_ll};
+  const char* names[] = {"model_w", "model_l", "ref_w", "ref_l", "timestep", "error_ww", "error_wl", "error_ll"};
+  const int field_count = needs_error_inner_products(ctx.plugin) ? 8 : 5;
   std::string failures;
-  for (int f = 0; f < 5; ++f)
+  for (int f = 0; f < field_count; ++f)
     for (double bad : bad_values) {
       Batch poisoned = batch;
       (poisoned.*fields[f])[3] = bad;
@@ -379,6 +410,50 @@ CheckResult check_non_finite_inputs(Context& ctx) {
     }
   if (!failures.empty()) return fail(name, "expected PD_ERR_NON_FINITE: " + failures);
   return pass(name, "NaN, +Inf, -Inf in each input vector answered with PD_ERR_NON_FINITE");
+}
+
+// What the capabilities promise about the ABI 1.1 inputs. PD_CAP_REFERENCE_FREE: outputs do not depend on
+// the references, and NULL references (a host that skipped the reference model) give the same bits.
+// PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: a batch without them is refused, not read.
+CheckResult check_optional_inputs(Context& ctx) {
+  const std::string name = "optional inputs";
+  const bool reference_free = (ctx.plugin.capabilities & PD_CAP_REFERENCE_FREE) != 0;
+  const bool products = needs_error_inner_products(ctx.plugin);
+  std::string detail;
+  if (reference_free) {
+    const Batch batch = batch_with_margins(ctx, spread_margins(ctx), 1.0);
+    const Evaluation with = ctx.fresh(batch);
+    if (with.status != PD_OK) return fail(name, "evaluate failed: " + with.message);
+    Batch without = batch, other = batch;
+    without.ref_w.clear();
+    without.ref_l.clear();
+    for (size_t i = 0; i < other.size(); ++i) {
+      other.ref_w[i] = 3.0 * other.ref_w[i] + 0.25;
+      other.ref_l[i] = 0.5 * other.ref_l[i];
+    }
+    const Evaluation no_reference = ctx.fresh(without), moved = ctx.fresh(other);
+    if (no_reference.status != PD_OK)
+      return fail(name, "PD_CAP_REFERENCE_FREE is set but evaluate() without ref_w/ref_l failed: " + no_reference.message);
+    if (!same_evaluation(with, no_reference, true))
+      return fail(name, "PD_CAP_REFERENCE_FREE is set but the outputs change when ref_w/ref_l are NULL");
+    if (!same_evaluation(with, moved, true))
+      return fail(name, "PD_CAP_REFERENCE_FREE is set but the outputs change with ref_w/ref_l");
+    detail = "reference-free: the same outputs with other references and with none";
+  } else {
+    detail = "reads ref_w/ref_l (PD_CAP_REFERENCE_FREE unset)";
+  }
+  if (products) {
+    Batch bare = batch_with_margins(ctx, {-1.0, 0.0, 2.0}, 1.0);
+    bare.error_ww.clear();
+    bare.error_wl.clear();
+    bare.error_ll.clear();
+    ObjectiveInstance instance(ctx.plugin, ctx.params);
+    const Evaluation e = instance.evaluate(bare);
+    if (e.status == PD_OK)
+      return fail(name, "PD_CAP_NEEDS_ERROR_INNER_PRODUCTS is set but a batch without them was accepted");
+    detail += "; reads error inner products, a batch without them refused (" + e.message + ")";
+  }
+  return pass(name, detail);
 }
 
 CheckResult check_state(Context& ctx) {
@@ -450,7 +525,8 @@ Report check_objective(const pd_plugin_descriptor& plugin, const std::vector<pd_
       {"batch size and order independence", &check_batch_independence},
       {"determinism", &check_determinism},
       {"non-finite inputs", &check_non_finite_inputs},
-      {"state round trip", &check_state}};
+      {"state round trip", &check_state},
+      {"optional inputs", &check_optional_inputs}};
   for (const auto& check : checks) {
     try {
       report.checks.push_back(check.second(ctx));

@@ -113,11 +113,15 @@ Evaluation ObjectiveInstance::evaluate(const Batch& batch) {
   inputs.count = n;
   inputs.model_w = batch.model_w.data();
   inputs.model_l = batch.model_l.data();
-  inputs.ref_w = batch.ref_w.data();
-  inputs.ref_l = batch.ref_l.data();
-  inputs.timestep = batch.timestep.empty() ? nullptr : batch.timestep.data();
+  auto optional = [](const std::vector<double>& v) { return v.empty() ? nullptr : v.data(); };
+  inputs.ref_w = optional(batch.ref_w);
+  inputs.ref_l = optional(batch.ref_l);
+  inputs.timestep = optional(batch.timestep);
   inputs.step = batch.step;
   inputs.global_count = batch.global_count != 0 ? batch.global_count : n;
+  inputs.error_ww = optional(batch.error_ww);
+  inputs.error_wl = optional(batch.error_wl);
+  inputs.error_ll = optional(batch.error_ll);
 
   pd_objective_outputs outputs{};
   outputs.struct_size = sizeof(pd_objective_outputs);

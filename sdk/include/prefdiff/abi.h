@@ -9,7 +9,9 @@
  *   - PD_ABI_MAJOR must match exactly between host and plugin.
  *   - A minor version only appends fields to the end of structs. Every struct that crosses the boundary
  *     starts with uint32_t struct_size; a reader uses a field only if struct_size says it is there
- *     (PD_HAS_FIELD). Offsets of every shipped version are pinned by static_asserts in tests/sdk.
+ *     (PD_HAS_FIELD). Offsets of every shipped version are pinned by static_asserts in
+ *     tests/host/test_abi_layout.cpp. A host or plugin built for an older minor version keeps working:
+ *     the newer side reads the older, smaller structs through struct_size.
  *   - Every function returns pd_status and never lets a C++ exception escape. On failure it writes a
  *     message into the caller's pd_error buffer.
  *
@@ -26,7 +28,7 @@ extern "C" {
 #endif
 
 #define PD_ABI_MAJOR 1u
-#define PD_ABI_MINOR 0u
+#define PD_ABI_MINOR 1u /* 1.1: objective input requests (PD_CAP_REFERENCE_FREE, error inner products) */
 
 /* The one exported symbol of every tier-1 plugin library. */
 #define PREFDIFF_ENTRY_SYMBOL "prefdiff_plugin_entry"
@@ -142,6 +144,10 @@ typedef struct pd_host_services {
 /* Capability flags. */
 #define PD_CAP_BATCH_COUPLED 0x1ull /* per-pair outputs depend on the whole (all-ranks) batch, e.g. batch-mean alpha */
 #define PD_CAP_STATEFUL 0x2ull      /* has state to save in checkpoints (save_state/load_state) */
+/* ABI 1.1, objectives: which optional inputs the plugin reads (objective.h). A host computes only what
+ * the objectives of a recipe declare; a 1.0 host ignores these bits and always passes the references. */
+#define PD_CAP_REFERENCE_FREE 0x4ull /* never reads ref_w/ref_l: the host may skip the reference model and pass NULL */
+#define PD_CAP_NEEDS_ERROR_INNER_PRODUCTS 0x8ull /* reads error_ww/error_wl/error_ll of pd_objective_inputs 1.1 */
 
 typedef struct pd_plugin_descriptor {
   uint32_t struct_size;

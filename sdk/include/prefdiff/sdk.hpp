@@ -175,6 +175,9 @@ struct PluginInfo {
   std::string formula_version;
   std::vector<ParamSpec> params;
   std::vector<std::string> diagnostics;  // objectives: batch-level scalar names
+  // PD_CAP_* flags. Objectives also declare here which optional inputs they read: PD_CAP_REFERENCE_FREE
+  // (no ref_w/ref_l: the host may skip the reference model) and PD_CAP_NEEDS_ERROR_INNER_PRODUCTS
+  // (ObjectiveBatch::error_ww/error_wl/error_ll). The SDK checks the host's inputs against them.
   uint64_t capabilities = 0;
 };
 
@@ -254,10 +257,19 @@ struct ObjectiveBatch {
   size_t global_count;
   const double* model_w;
   const double* model_l;
-  const double* ref_w;
+  const double* ref_w;     // null when the plugin declares PD_CAP_REFERENCE_FREE and the host skipped the reference
   const double* ref_l;
   const double* timestep;  // may be null
   long long step;
+  // Per-pair Gram matrix of the error vectors e = model_pred - target, divided by the elements per image
+  // (objective.h). Set only for plugins that declare PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: the SDK refuses a
+  // host that does not provide them, so such a plugin can read them unconditionally. Null otherwise.
+  const double* error_ww = nullptr;  // <e_w, e_w>/D (= model_w)
+  const double* error_wl = nullptr;  // <e_w, e_l>/D
+  const double* error_ll = nullptr;  // <e_l, e_l>/D (= model_l)
+
+  bool has_reference() const { return ref_w != nullptr && ref_l != nullptr; }
+  bool has_error_inner_products() const { return error_ww != nullptr && error_wl != nullptr && error_ll != nullptr; }
 };
 
 // Per-pair outputs plus batch diagnostics, in the order of PluginInfo::diagnostics.
@@ -395,15 +407,42 @@ struct ObjectiveExport : ExportCommon<Plugin, InstanceBox<Objective>> {
     return guard(error, [&] {
       if (instance == nullptr || in == nullptr || out == nullptr)
         throw Error(PD_ERR_INVALID_ARGUMENT, "evaluate: null instance, inputs or outputs");
+      const std::string& id = storage().info.id;
+      const uint64_t capabilities = storage().info.capabilities;
+      const bool reference_free = (capabilities & PD_CAP_REFERENCE_FREE) != 0;
+      const bool needs_products = (capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0;
       const size_t n = static_cast<size_t>(in->count);
-      if (n > 0 && (in->model_w == nullptr || in->model_l == nullptr || in->ref_w == nullptr || in->ref_l == nullptr))
-        throw Error(PD_ERR_INVALID_ARGUMENT, "evaluate: null input vector");
+      if (n > 0 && (in->model_w == nullptr || in->model_l == nullptr))
+        throw Error(PD_ERR_INVALID_ARGUMENT, "evaluate: null input vector (model_w or model_l)");
+      if (n > 0 && (in->ref_w == nullptr) != (in->ref_l == nullptr))
+        throw Error(PD_ERR_INVALID_ARGUMENT, "evaluate: only one of ref_w and ref_l is null; pass both or neither");
+      if (n > 0 && in->ref_w == nullptr && !reference_free)
+        throw Error(PD_ERR_INVALID_ARGUMENT, id + " needs the reference model's errors ref_w and ref_l, but the host "
+                                                 "passed none. HINT: only objectives that declare "
+                                                 "PD_CAP_REFERENCE_FREE may be called without a reference");
+      const double* products[3] = {nullptr, nullptr, nullptr};
+      if (needs_products) {
+        if (!PD_HAS_FIELD(in, pd_objective_inputs, error_ll))
+          throw Error(PD_ERR_UNSUPPORTED,
+                      id + " needs the per-pair error inner products of prefdiff ABI 1.1 (pd_objective_inputs."
+                           "error_ww/error_wl/error_ll), but the host passed the inputs of an older ABI (struct_size " +
+                          std::to_string(in->struct_size) + " bytes, 1.1 has " +
+                          std::to_string(sizeof(pd_objective_inputs)) + "). HINT: use a prefdiff host of ABI 1.1 or later");
+        products[0] = in->error_ww;
+        products[1] = in->error_wl;
+        products[2] = in->error_ll;
+        if (n > 0 && (products[0] == nullptr || products[1] == nullptr || products[2] == nullptr))
+          throw Error(PD_ERR_INVALID_ARGUMENT,
+                      id + " declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS but the host left error_ww/error_wl/error_ll "
+                           "null. HINT: the host must compute <e_w,e_w>/D, <e_w,e_l>/D, <e_l,e_l>/D per pair for it");
+      }
       if (n > 0 && (out->loss == nullptr || out->dloss_dmodel_w == nullptr || out->dloss_dmodel_l == nullptr ||
                     out->margin == nullptr))
         throw Error(PD_ERR_INVALID_ARGUMENT, "evaluate: null output vector");
-      const char* names[] = {"model_w", "model_l", "ref_w", "ref_l", "timestep"};
-      const double* vectors[] = {in->model_w, in->model_l, in->ref_w, in->ref_l, in->timestep};
-      for (int v = 0; v < 5; ++v)
+      const char* names[] = {"model_w", "model_l", "ref_w", "ref_l", "timestep", "error_ww", "error_wl", "error_ll"};
+      const double* vectors[] = {in->model_w, in->model_l, in->ref_w, in->ref_l, in->timestep,
+                                 products[0], products[1], products[2]};
+      for (int v = 0; v < 8; ++v)
         if (!finite_all(vectors[v], n))
           throw Error(PD_ERR_NON_FINITE, std::string("input '") + names[v] + "' holds a NaN or Inf");
       const size_t diagnostics = storage().info.diagnostics.size();
@@ -414,7 +453,7 @@ struct ObjectiveExport : ExportCommon<Plugin, InstanceBox<Objective>> {
       ObjectiveBatch batch{n,
                            in->global_count != 0 ? static_cast<size_t>(in->global_count) : n,
                            in->model_w, in->model_l, in->ref_w, in->ref_l, in->timestep,
-                           static_cast<long long>(in->step)};
+                           static_cast<long long>(in->step), products[0], products[1], products[2]};
       ObjectiveResult result{out->loss, out->dloss_dmodel_w, out->dloss_dmodel_l, out->margin, out->diagnostics,
                              diagnostics};
       reinterpret_cast<Box*>(instance)->object->evaluate(batch, result);
@@ -437,7 +476,7 @@ struct ObjectiveExport : ExportCommon<Plugin, InstanceBox<Objective>> {
       reinterpret_cast<Box*>(instance)->object->load_state(std::string(static_cast<const char*>(buffer), size));
     });
   }
-  static pd_status entry(uint32_t host_major, uint32_t /*host_minor*/, const pd_host_services* /*services*/,
+  static pd_status entry(uint32_t host_major, uint32_t host_minor, const pd_host_services* /*services*/,
                          const pd_plugin_descriptor** descriptor, pd_error* error) noexcept {
     return guard(error, [&] {
       require_abi_major(host_major);
@@ -457,6 +496,12 @@ struct ObjectiveExport : ExportCommon<Plugin, InstanceBox<Objective>> {
         functions.load_state = stateful ? &load_state : nullptr;
         built = true;
       }
+      // A 1.0 host cannot pass the inner products: say so at load time rather than at the first step.
+      if ((storage().info.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0 && host_minor < 1)
+        throw Error(PD_ERR_UNSUPPORTED, storage().info.id + " needs the per-pair error inner products of prefdiff "
+                                                            "ABI 1.1, but the host speaks ABI " +
+                                            std::to_string(host_major) + "." + std::to_string(host_minor) +
+                                            ". HINT: upgrade prefdiff to a host of ABI 1.1 or later");
       *descriptor = &storage().descriptor;
     });
   }

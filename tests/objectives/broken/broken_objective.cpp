@@ -13,6 +13,9 @@
 #define BROKEN_BAD_DEFAULT 5    // schema default outside its own bounds
 #define BROKEN_STATE 6          // stateful, but load_state ignores what it is given
 #define BROKEN_CHAIN_RULE 7     // dl/dmodel_l uses beta instead of beta/2
+#define BROKEN_CLAIMS_REFERENCE_FREE 8  // declares PD_CAP_REFERENCE_FREE but uses the references it gets
+#define BROKEN_NAIVE_SAFEGUARD 9  // scales dl/dmodel_l by 1/2 (an SDPO-like rule) without making the loss
+                                  // consistent: not the derivative of the loss it reports
 
 namespace {
 
@@ -37,6 +40,10 @@ class Broken final : public sdk::Objective {
 #if BROKEN_KIND == BROKEN_STATE
     info.capabilities = PD_CAP_STATEFUL;
     info.diagnostics = {"calls"};
+#elif BROKEN_KIND == BROKEN_CLAIMS_REFERENCE_FREE
+    info.capabilities = PD_CAP_REFERENCE_FREE;
+#elif BROKEN_KIND == BROKEN_NAIVE_SAFEGUARD
+    info.capabilities = PD_CAP_NEEDS_ERROR_INNER_PRODUCTS;
 #endif
     return info;
   }
@@ -45,7 +52,14 @@ class Broken final : public sdk::Objective {
   void evaluate(const sdk::ObjectiveBatch& batch, sdk::ObjectiveResult& out) override {
     ++g_calls;
     ++calls_;
+#if BROKEN_KIND == BROKEN_CLAIMS_REFERENCE_FREE
+    for (size_t i = 0; i < batch.count; ++i)  // the references are NULL only when the host skipped them
+      out.margin[i] = batch.has_reference()
+                          ? math::dpo_margin(beta_, batch.model_w[i], batch.model_l[i], batch.ref_w[i], batch.ref_l[i])
+                          : -0.5 * beta_ * (batch.model_w[i] - batch.model_l[i]);
+#else
     math::dpo_margins(beta_, batch, out.margin);
+#endif
     for (size_t i = 0; i < batch.count; ++i) {
       const double h = out.margin[i];
       double loss = math::softplus(-h), dloss_dh = -math::sigmoid(-h);
@@ -63,6 +77,8 @@ class Broken final : public sdk::Objective {
       out.dloss_dmodel_w[i] = -out.dloss_dmodel_w[i];
 #elif BROKEN_KIND == BROKEN_CHAIN_RULE
       out.dloss_dmodel_l[i] = dloss_dh * beta_;
+#elif BROKEN_KIND == BROKEN_NAIVE_SAFEGUARD
+      out.dloss_dmodel_l[i] *= 0.5;
 #endif
     }
 #if BROKEN_KIND == BROKEN_STATE

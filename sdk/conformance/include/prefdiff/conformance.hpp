@@ -61,10 +61,12 @@ std::vector<pd_param_value> resolve_params(const pd_plugin_descriptor& plugin,
                                            const std::vector<pd_param_value>& overrides);
 
 struct Batch {
-  std::vector<double> model_w, model_l, ref_w, ref_l;
+  std::vector<double> model_w, model_l, ref_w, ref_l;  // ref_w, ref_l empty = NULL (reference-free objectives)
   std::vector<double> timestep;  // empty = NULL
   int64_t step = 0;
   uint64_t global_count = 0;     // pairs over all ranks (pd_objective_inputs.global_count); 0 = size()
+  // ABI 1.1 per-pair error inner products <e_w,e_w>/D, <e_w,e_l>/D, <e_l,e_l>/D (objective.h); empty = NULL.
+  std::vector<double> error_ww{}, error_wl{}, error_ll{};
   size_t size() const { return model_w.size(); }
 };
 
@@ -114,8 +116,11 @@ struct Report {
 // Runs every check on `plugin` with `params` (empty = schema defaults; missing ones are filled in):
 // descriptor, schema defaults, gradients vs central finite differences for h in [-40, 40], finite
 // outputs at extreme inputs, batch-size and order independence (order only for PD_CAP_BATCH_COUPLED),
-// determinism, non-finite inputs answered with PD_ERR_NON_FINITE, and the save/load round trip of
-// PD_CAP_STATEFUL plugins. Deterministic: the same plugin gives the same report.
+// determinism, non-finite inputs answered with PD_ERR_NON_FINITE, the save/load round trip of
+// PD_CAP_STATEFUL plugins, and the optional inputs it declares (PD_CAP_REFERENCE_FREE: the same outputs
+// without references; PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: the kit synthesises consistent inner products,
+// error_ww = model_w, error_ll = model_l, held fixed in the finite differences, and a batch without them
+// must be refused). Deterministic: the same plugin gives the same report.
 Report check_objective(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params);
 
 // Evaluates one batch whose margins are exactly `margins` (inputs found through the plugin's own
@@ -124,7 +129,10 @@ Report check_objective(const pd_plugin_descriptor& plugin, const std::vector<pd_
 //    "h": [...], "h_exact": true, "loss": [...], "dloss_dh": [...], "diagnostics": {name: value}}
 // Numbers are printed with %.17g. dloss_dh = dloss_dmodel_w / (dh/dmodel_w), with dh/dmodel_w measured
 // from the plugin's margins (= -beta/2 exactly for the DiffusionDPO margin), so it is the plugin's dl/dh
-// to within its own rounding of the chain-rule product. Throws PluginError when the plugin fails.
+// to within its own rounding of the chain-rule product. A margin that is not affine in model_w (mapo)
+// is reached only approximately: "h" holds the margins reached. A plugin that reads error inner products
+// gets error_ww = model_w, error_ll = model_l and orthogonal errors (error_wl = 0). Throws PluginError when
+// the plugin fails.
 std::string evaluate_margins_json(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params,
                                   const std::vector<double>& margins, int64_t step = 0);
 
