@@ -104,15 +104,16 @@ def generate(ctx):
     px = processor(size)([load_rgb(n) for n in p.clip_images], return_tensors="pt")["pixel_values"]
     (ids, mask) = clip_tokenizer.encode(ctx, list(p.clip_captions), sdxl2=True, padding="longest")
     x = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "pixel_values": px}
-    st_io.write(d / "inputs.safetensors", x, ctx.metadata(captions=list(p.clip_captions), images=list(p.clip_images)))
+    described = dict(captions=list(p.clip_captions), images=list(p.clip_images))
+    st_io.write(d / "inputs.safetensors", x, ctx.metadata(**described))
     f32, formula = run(model, x, torch.float32)
     rerun, _ = run(model, x, torch.float32)
     f64, _ = run(model, x, torch.float64)
     reload_out, _ = run(reloaded, x, torch.float32)
     if max((f32[n] - reload_out[n]).abs().max().item() for n in f32) != 0:
         raise RuntimeError("clip_tiny: reloading the folder changes the outputs")
-    st_io.write(d / "outputs.safetensors", f32, ctx.metadata(dtype_run="float32"))
-    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(dtype_run="float64"))
+    st_io.write(d / "outputs.safetensors", f32, ctx.metadata(**described, dtype_run="float32"))
+    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(**described, dtype_run="float64"))
 
     # Preprocessing of real image crops at the standard 224.
     crops, info, pre_stats = {}, [], {}

@@ -280,16 +280,16 @@ def generate_proj(ctx):
     nids2 = torch.tensor(clip_tokenizer.encode(ctx, negative, sdxl2=True))
     ctx.write_json(d / "prompts.json", {"prompt": prompts, "prompt_2": None, "negative_prompt": negative,
                                         "negative_prompt_2": None, "long_prompt_source": long_src})
+    described = dict(prompts=prompts, negative_prompts=negative)
     st_io.write(d / "inputs.safetensors", {"input_ids": ids, "input_ids_2": ids2, "negative_input_ids": nids,
-                                           "negative_input_ids_2": nids2},
-                ctx.metadata(prompts=prompts, negative_prompts=negative))
+                                           "negative_input_ids_2": nids2}, ctx.metadata(**described))
     f32, manual_diff = run_proj(ctx, ids, ids2, nids, nids2, prompts, negative, torch.float32)
     rerun, _ = run_proj(ctx, ids, ids2, nids, nids2, prompts, negative, torch.float32)
     f64, _ = run_proj(ctx, ids, ids2, nids, nids2, prompts, negative, torch.float64)
     if manual_diff != 0:
         raise RuntimeError(f"clip_text_proj_tiny: encode_prompt differs from the two encoders by {manual_diff}")
-    st_io.write(d / "outputs.safetensors", f32, ctx.metadata(dtype_run="float32"))
-    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(dtype_run="float64"))
+    st_io.write(d / "outputs.safetensors", f32, ctx.metadata(**described, dtype_run="float32"))
+    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(**described, dtype_run="float64"))
     entries = compare.stats_all(f32, f64)
     ctx.write_json(d / "f32_vs_f64.json", {"f32_vs_f64": entries,
                                            "f32_rerun_max_abs": max((f32[n] - rerun[n]).abs().max().item() for n in f32),

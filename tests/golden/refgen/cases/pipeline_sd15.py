@@ -68,8 +68,9 @@ def generate(ctx):
     x = {"input_ids": ids, "negative_input_ids": nids,
          "num_inference_steps": torch.tensor(p.pipeline_steps, dtype=torch.int64), "latents": latents,
          "guidance_scale": torch.tensor(p.pipeline_guidance, dtype=torch.float32)}
-    st_io.write(d / "inputs.safetensors", x, ctx.metadata(prompts=prompts, negative_prompts=negative, height=2 * h,
-                                                          width=2 * w, latents_seed=ctx.seed(SEED)))
+    described = dict(prompts=prompts, negative_prompts=negative, height=2 * h,
+                                                          width=2 * w, latents_seed=ctx.seed(SEED))
+    st_io.write(d / "inputs.safetensors", x, ctx.metadata(**described))
     args = dict(prompt=prompts, negative_prompt=negative, height=2 * h, width=2 * w, num_inference_steps=p.pipeline_steps,
                 guidance_scale=p.pipeline_guidance, eta=0.0)
     ctx.write_json(d / "prompts.json", dict(args, output_type=["np", "latent"]))
@@ -91,8 +92,8 @@ def generate(ctx):
     manual_diff = {k: (by_hand[k] - f32[k]).abs().max().item() for k in by_hand}
     outputs = {"timesteps": timesteps}
     outputs.update(f32)
-    st_io.write(d / "outputs.safetensors", outputs, ctx.metadata(dtype_run="float32"))
-    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(dtype_run="float64"))
+    st_io.write(d / "outputs.safetensors", outputs, ctx.metadata(**described, dtype_run="float32"))
+    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(**described, dtype_run="float64"))
     entries = compare.stats_all(f32, f64)
     ctx.write_json(d / "f32_vs_f64.json", {"f32_vs_f64": entries, "manual_loop_vs_pipeline_max_abs": manual_diff,
                                            "reload_from_folder_max_abs": pipeline_common.max_abs(f32, reload_out)})

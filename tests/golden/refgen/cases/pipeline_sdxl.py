@@ -91,8 +91,9 @@ def generate(ctx):
          "negative_input_ids_2": torch.tensor(clip_tokenizer.encode(ctx, negative, sdxl2=True)),
          "num_inference_steps": torch.tensor(p.sdxl_pipeline_steps, dtype=torch.int64), "latents": latents,
          "guidance_scale": torch.tensor(p.sdxl_pipeline_guidance, dtype=torch.float32), "add_time_ids": add_time_ids}
-    st_io.write(d / "inputs.safetensors", x, ctx.metadata(prompts=prompts, negative_prompts=negative, height=height,
-                                                          width=width, latents_seed=ctx.seed(SEED)))
+    described = dict(prompts=prompts, negative_prompts=negative, height=height,
+                                                          width=width, latents_seed=ctx.seed(SEED))
+    st_io.write(d / "inputs.safetensors", x, ctx.metadata(**described))
     args = dict(prompt=prompts, negative_prompt=negative, height=height, width=width,
                 num_inference_steps=p.sdxl_pipeline_steps, guidance_scale=p.sdxl_pipeline_guidance,
                 original_size=original_size, crops_coords_top_left=crops)
@@ -122,8 +123,8 @@ def generate(ctx):
     manual_diff = {k: (by_hand[k] - f32[k]).abs().max().item() for k in by_hand}
     outputs = {"timesteps": timesteps}
     outputs.update(f32)
-    st_io.write(d / "outputs.safetensors", outputs, ctx.metadata(dtype_run="float32"))
-    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(dtype_run="float64"))
+    st_io.write(d / "outputs.safetensors", outputs, ctx.metadata(**described, dtype_run="float32"))
+    st_io.write_f64(d / "outputs_f64.safetensors", f64, ctx.metadata(**described, dtype_run="float64"))
     entries = compare.stats_all(f32, f64)
     reload_diff = pipeline_common.max_abs(f32, reload_out)
     ctx.write_json(d / "f32_vs_f64.json", {"f32_vs_f64": entries, "manual_loop_vs_pipeline_max_abs": manual_diff,
