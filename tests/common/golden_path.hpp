@@ -6,11 +6,16 @@
 #include <filesystem>
 #include <string>
 
+#ifndef PREFDIFF_GOLDEN_BUILD_DIR
+#error "PREFDIFF_GOLDEN_BUILD_DIR is not defined: register the test with prefdiff_golden_tests() or call prefdiff_golden_target() (tests/golden/golden.cmake)"
+#endif
+
 namespace prefdiff::testing {
 
 // $PREFDIFF_GOLDEN_DIR when set (any reference set with the documented layout), else the set this build
 // generated: <build>/golden/<set>, <set> = $PREFDIFF_GOLDEN_SET (ctest registers every golden test once per
-// generated set and sets it) or "main". PREFDIFF_GOLDEN_BUILD_DIR is defined for every test by tests/CMakeLists.txt.
+// generated set and sets it) or "main". PREFDIFF_GOLDEN_BUILD_DIR comes from prefdiff_golden_tests() /
+// prefdiff_golden_target() (tests/golden/golden.cmake).
 inline std::filesystem::path golden_dir() {
   if (const char* env = std::getenv("PREFDIFF_GOLDEN_DIR"); env && *env) return env;
   const char* set = std::getenv("PREFDIFF_GOLDEN_SET");

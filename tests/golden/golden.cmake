@@ -5,12 +5,12 @@
 # ".second". PREFDIFF_GOLDEN_DIR=<dir> ctest -L golden runs them against any other set with the same layout.
 #
 #   prefdiff_golden_tests(<gtest target> [TEST_FILTER <gtest filter>] [LABELS <extra labels>...]
-#                         [PROPERTIES <more test properties>...])
+#                         [PROPERTIES <more test properties>...])   (also defines PREFDIFF_GOLDEN_BUILD_DIR for it)
+#   prefdiff_golden_target(<target>)   only the compile definition, for a target registered otherwise
 #   prefdiff_golden_command_test(<name> COMMAND <command with @GOLDEN_DIR@> [LABELS ...] [PROPERTIES ...])
 
 set(PREFDIFF_GOLDEN_BUILD_DIR "${CMAKE_BINARY_DIR}/golden" CACHE INTERNAL "Where the generated golden sets live")
 set(PREFDIFF_GOLDEN_SETS main second)
-add_compile_definitions(PREFDIFF_GOLDEN_BUILD_DIR="${PREFDIFF_GOLDEN_BUILD_DIR}")
 
 set(_golden_generator "${CMAKE_CURRENT_LIST_DIR}/generate.py")
 foreach(_set ${PREFDIFF_GOLDEN_SETS})
@@ -30,8 +30,15 @@ add_custom_target(golden
   COMMAND ${PREFDIFF_PYTHON} ${_golden_generator} --set second --out ${PREFDIFF_GOLDEN_BUILD_DIR}/second
   USES_TERMINAL COMMENT "Generating the golden reference sets (tests/golden/generate.py)")
 
+# Where golden_dir() (tests/common/golden_path.hpp) finds the generated sets. Only on the targets that need it:
+# an absolute build path in the compile command keeps ccache from sharing those objects between clones.
+function(prefdiff_golden_target target)
+  target_compile_definitions(${target} PRIVATE PREFDIFF_GOLDEN_BUILD_DIR="${PREFDIFF_GOLDEN_BUILD_DIR}")
+endfunction()
+
 function(prefdiff_golden_tests target)
   cmake_parse_arguments(G "" "TEST_FILTER" "LABELS;PROPERTIES" ${ARGN})
+  prefdiff_golden_target(${target})
   set(_filter)
   if(G_TEST_FILTER)
     set(_filter TEST_FILTER "${G_TEST_FILTER}")
