@@ -35,7 +35,7 @@ void register_builtin_components(PluginRegistry& registry) {
     d.version = "1.0.0";
     d.summary = "The synthetic preference world: known oracle reward, pretrained tiny reference, pairs from seeds "
                 "(docs/toy-world.md)";
-    d.citation = "prefdiff ../shared/spec/toy-world.md";
+    d.citation = "prefdiff docs/toy-world.md";
     d.formula_version = "toy-world/1";
     d.functions = &table;
     return d;

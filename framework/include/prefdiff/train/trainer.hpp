@@ -1,5 +1,5 @@
-// `prefdiff train RECIPE`: the Diffusion-DPO training loop of ../shared/spec/architecture.md from one
-// CPU to many GPUs. See docs/training.md.
+// `prefdiff train RECIPE`: the Diffusion-DPO training loop (docs/training.md, docs/architecture.md) from one
+// CPU to many GPUs.
 #pragma once
 
 #include <string>
