@@ -38,6 +38,8 @@ struct ClipImageConfig {
   // The folder's preprocessor_config.json when present, else the defaults.
   static ClipImageConfig from_model_folder(const std::filesystem::path& folder);
 
+  // The size clip_preprocess returns: the crop size (0 when do_center_crop is off: then it depends on
+  // the image).
   int32_t output_height() const;
   int32_t output_width() const;
 };

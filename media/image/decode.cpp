@@ -4,7 +4,6 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <iterator>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -140,13 +139,16 @@ DecodedImage decode_image(const fs::path& path, const DecodeOptions& options) {
                                                  "index file are relative to the image folder you passed).");
   }
   if (fs::is_directory(path, ec)) detail::fail(DecodeErrorKind::unreadable, name, "it is a folder, not a file.");
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) {
     detail::fail(DecodeErrorKind::unreadable, name,
                  std::string("cannot open it (") + std::strerror(errno) + "). HINT: check its permissions.");
   }
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) detail::fail(DecodeErrorKind::unreadable, name, "reading it failed (I/O error).");
+  const std::streamoff size = in.tellg();
+  std::vector<uint8_t> bytes(size > 0 ? static_cast<size_t>(size) : 0);
+  in.seekg(0);
+  if (size < 0 || !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())))
+    detail::fail(DecodeErrorKind::unreadable, name, "reading it failed (I/O error).");
   return decode_image_bytes(bytes.data(), bytes.size(), name, options);
 }
 

@@ -71,11 +71,10 @@ RawImage decode_webp(const uint8_t* data, size_t size, const std::string& name, 
     WebPAnimInfo info;
     uint8_t* frame = nullptr;
     int timestamp = 0;
-    const bool ok = WebPAnimDecoderGetInfo(decoder, &info) && WebPAnimDecoderGetNext(decoder, &frame, &timestamp);
-    if (ok && static_cast<int>(info.canvas_width) == out.image.width &&
-        static_cast<int>(info.canvas_height) == out.image.height) {
-      copy_rgba_to_rgb(frame, &out.image);
-    }
+    const bool ok = WebPAnimDecoderGetInfo(decoder, &info) && WebPAnimDecoderGetNext(decoder, &frame, &timestamp) &&
+                    static_cast<int>(info.canvas_width) == out.image.width &&
+                    static_cast<int>(info.canvas_height) == out.image.height;
+    if (ok) copy_rgba_to_rgb(frame, &out.image);
     WebPAnimDecoderDelete(decoder);
     if (!ok) fail(DecodeErrorKind::corrupt, name, "libwebp cannot decode the first frame of this animated WebP.");
     return out;

@@ -82,16 +82,34 @@ Image flip_horizontal(const Image& image) {
 }
 
 std::vector<float> to_float_chw_minus1_1(const Image& image) {
-  const size_t plane = static_cast<size_t>(image.width) * static_cast<size_t>(image.height);
+  return to_float_chw_minus1_1(image, CropBox{0, 0, image.width, image.height}, false);
+}
+
+std::vector<float> to_float_chw_minus1_1(const Image& image, const CropBox& box, bool flip) {
+  if (box.left < 0 || box.top < 0 || box.width <= 0 || box.height <= 0 || box.left + box.width > image.width ||
+      box.top + box.height > image.height) {
+    throw ImageError("to_float_chw_minus1_1: box (left " + std::to_string(box.left) + ", top " +
+                     std::to_string(box.top) + ", " + std::to_string(box.width) + "x" + std::to_string(box.height) +
+                     ") is not inside the " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                     " image");
+  }
+  const size_t plane = static_cast<size_t>(box.width) * static_cast<size_t>(box.height);
   std::vector<float> out(plane * 3);
   // The 256 possible values, computed once in torchvision's order of float32 operations.
   float table[256];
   for (int v = 0; v < 256; ++v) table[v] = (static_cast<float>(v) / 255.0f - 0.5f) / 0.5f;
-  const uint8_t* src = image.pixels.data();
-  for (size_t i = 0; i < plane; ++i) {
-    out[i] = table[src[3 * i]];
-    out[plane + i] = table[src[3 * i + 1]];
-    out[2 * plane + i] = table[src[3 * i + 2]];
+  float* r = out.data();
+  float* g = r + plane;
+  float* b = g + plane;
+  for (int32_t y = 0; y < box.height; ++y) {
+    const uint8_t* src = image.row(box.top + y) + 3 * static_cast<size_t>(box.left);
+    const size_t o = static_cast<size_t>(y) * static_cast<size_t>(box.width);
+    for (int32_t x = 0; x < box.width; ++x) {
+      const uint8_t* p = src + 3 * static_cast<size_t>(flip ? box.width - 1 - x : x);
+      r[o + static_cast<size_t>(x)] = table[p[0]];
+      g[o + static_cast<size_t>(x)] = table[p[1]];
+      b[o + static_cast<size_t>(x)] = table[p[2]];
+    }
   }
   return out;
 }
@@ -101,18 +119,20 @@ TrainingImage preprocess_for_training(const Image& image, const TrainingPreproce
     throw ImageError("preprocess_for_training: resolution must be positive, got " + std::to_string(options.resolution));
   }
   const int32_t res = options.resolution;
-  Image resized = resize_short_side(image, res, ResampleFilter::bilinear);
+  int32_t w = 0, h = 0;
+  short_side_size(image.width, image.height, res, &w, &h);
+  Image resized_storage;
+  if (w != image.width || h != image.height) resized_storage = resize(image, w, h, ResampleFilter::bilinear);
+  const Image& resized = resized_storage.empty() ? image : resized_storage;
   TrainingImage out;
   uint64_t state = seed;
   // Two independent streams from one seed: one for the crop, one for the flip.
   const uint64_t crop_seed = splitmix64(&state), flip_seed = splitmix64(&state);
   out.crop = options.random_crop ? random_crop_box(crop_seed, resized.width, resized.height, res, res)
                                  : center_crop_box(resized.width, resized.height, res, res);
-  Image cropped = crop(resized, out.crop);
   uint64_t flip_state = flip_seed;
   out.flipped = options.random_flip && (splitmix64(&flip_state) & 1u);
-  if (out.flipped) cropped = flip_horizontal(cropped);
-  out.pixels = to_float_chw_minus1_1(cropped);
+  out.pixels = to_float_chw_minus1_1(resized, out.crop, out.flipped);
   out.size = res;
   out.time_ids.original_height = static_cast<float>(image.height);
   out.time_ids.original_width = static_cast<float>(image.width);

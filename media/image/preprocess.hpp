@@ -34,6 +34,9 @@ Image flip_horizontal(const Image& image);
 
 // CHW float32 in [-1, 1]: ((v / 255.f) - 0.5f) / 0.5f per channel, as ToTensor + Normalize([0.5], [0.5]).
 std::vector<float> to_float_chw_minus1_1(const Image& image);
+// The same for the pixels inside `box`, mirrored left-right when `flip`: crop, flip and conversion in one
+// pass (no intermediate images).
+std::vector<float> to_float_chw_minus1_1(const Image& image, const CropBox& box, bool flip);
 
 struct SdxlTimeIds {
   float original_height = 0, original_width = 0;

@@ -79,6 +79,19 @@ def write_png16_rgb(path, array):  # Pillow cannot write 16-bit RGB: a minimal e
         f.write(data)
 
 
+def write_png_interlaced_rgb(path, array):  # Pillow cannot write Adam7: a minimal encoder
+    h, w, _ = array.shape
+    raw = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = array[y0::dy, x0::dx]
+        if sub.shape[0] and sub.shape[1]:
+            raw += b"".join(b"\x00" + sub[y].astype(np.uint8).tobytes() for y in range(sub.shape[0]))
+    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)) +
+            png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def make_inputs(args, real):
     d = os.path.join(args.work, "inputs")
     os.makedirs(d, exist_ok=True)
@@ -119,6 +132,7 @@ def make_inputs(args, real):
     add("cmyk.jpg", lambda p: crop.convert("CMYK").save(p, quality=92))
     arr = np.asarray(crop).astype(np.uint16)
     add("rgb16.png", lambda p: write_png16_rgb(p, arr * 257 + np.arange(arr.shape[1], dtype=np.uint16)[None, :, None]))
+    add("interlaced.png", lambda p: write_png_interlaced_rgb(p, np.asarray(crop)))
     grey16 = (np.asarray(grey).astype(np.uint16) * 251)
     add("grey16.png", lambda p: Image.fromarray(grey16).save(p))
     add("lossless_alpha.webp", lambda p: rgba.save(p, lossless=True, exact=True))

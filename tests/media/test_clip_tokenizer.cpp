@@ -84,7 +84,7 @@ TEST(ClipTokenizer, SpecialIdsMatchTheReference) {
 
 TEST(ClipTokenizer, EveryCaptionMatchesTheSlowTokenizerWithFtfy) {
   const int max_length = cases()["meta"]["model_max_length"].get<int>();
-  int matched = 0;
+  int matched = 0, sdxl_differs = 0;
   for (const json& c : cases()["cases"]) {
     const std::string caption = c["caption"].get<std::string>();
     SCOPED_TRACE(describe(c));
@@ -104,11 +104,16 @@ TEST(ClipTokenizer, EveryCaptionMatchesTheSlowTokenizerWithFtfy) {
     ASSERT_EQ(padded.attention_mask.size(), static_cast<size_t>(max_length));
     for (int i = 0; i < max_length; ++i) EXPECT_EQ(padded.attention_mask[static_cast<size_t>(i)], i < real ? 1 : 0);
 
-    EXPECT_EQ(sdxl2().encode(caption).ids, ints(c["ids_sdxl2"]));
+    const auto sdxl_ids = sdxl2().encode(caption).ids;
+    EXPECT_EQ(sdxl_ids, ints(c["ids_sdxl2"]));
     EXPECT_EQ(sdxl2().encode_padded(caption).ids, ints(c["input_ids_sdxl2"]));
+    // "!" as the pad token changes the ids exactly where the reference flags it.
+    EXPECT_EQ(sdxl_ids != enc.ids, c["sdxl2_tokenizes_differently"].get<bool>());
     matched += ok;
+    sdxl_differs += sdxl_ids != enc.ids;
   }
   std::printf("  slow tokenizer with ftfy: %d of %zu captions match\n", matched, cases()["cases"].size());
+  EXPECT_EQ(sdxl_differs, cases()["meta"]["counts"]["sdxl2_tokenizes_differently"].get<int>());
 }
 
 TEST(ClipTokenizer, CountsTruncatedCaptionsAsTheReference) {
