@@ -12,6 +12,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def main():
         assert np.abs(ref - y.numpy()).max() == 0
         mo, mp, mt = statistics.median(ours), statistics.median(pil), statistics.median(tv)
         print(f"{name:<36} {mo * 1e3:8.2f} {mp * 1e3:16.2f} {mo / mp:6.2f} {mt * 1e3:15.2f} {mo / mt:6.2f}")
+    shutil.rmtree(work)
     return 0
 
 
