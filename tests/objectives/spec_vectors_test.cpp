@@ -1,4 +1,4 @@
-// Every test vector of docs spec section 6 (150-digit references), to 1e-12 relative, loss and dl/dh.
+// Every test vector of docs/objectives.md ("Test vectors", 150-digit references), to 1e-12 relative, loss and dl/dh.
 #include "plugin_fixture.hpp"
 
 namespace prefdiff_test {

@@ -1,5 +1,5 @@
 // Host recipe sections. Defaults are the official Diffusion-DPO SD1.5 settings
-// (../shared/spec/objectives.md section 3) unless stated.
+// (docs/training.md, "The official runs") unless stated.
 #include "prefdiff/recipe/recipe_schema.hpp"
 
 #include <limits>

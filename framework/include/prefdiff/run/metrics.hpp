@@ -45,6 +45,11 @@ inline constexpr const char* kEvalPrefix = "eval/";
 // of the same length; the logger guarantees that the keys line up, see log_window).
 using AllReduceSum = std::function<void(std::vector<double>&)>;
 
+// Receives every row the writer wrote, after metrics.jsonl and metrics.csv: its step, epoch and values with
+// the keys as written (validation rows with their "eval/" prefix). Other outputs of the same rows, such as
+// TensorBoard (tensorboard/tensorboard_sink.hpp), hang here. An exception propagates to the caller.
+using RowSink = std::function<void(std::int64_t step, double epoch, const std::map<std::string, double>& values)>;
+
 struct MetricsOptions {
   bool writer = true;  // rank 0 writes; other ranks only accumulate and take part in the reduction
   // Resuming from a checkpoint of this step: rows after it (written by the killed run past its last
@@ -53,8 +58,8 @@ struct MetricsOptions {
   bool fsync_rows = true;  // fsync both files after each row (rows are per window, not per step)
 };
 
-// Where the trainer's metrics go. MetricsLogger writes metrics.jsonl and metrics.csv; another sink (a
-// TensorBoard event writer) implements the same calls, and a fan-out sink can feed several.
+// Where the trainer's metrics go. MetricsLogger writes metrics.jsonl and metrics.csv and hands every row it
+// wrote to its row sinks (TensorBoard, add_row_sink); a sink of another kind implements these calls.
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;
@@ -91,6 +96,9 @@ class MetricsLogger : public MetricsSink {
   // Validation: the same, with "eval/" put in front of every key that lacks it; its own row.
   void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values) override;
 
+  // Adds a sink that sees every row written from now on (writer only: other ranks never call it).
+  void add_row_sink(RowSink sink) { sinks_.push_back(std::move(sink)); }
+
   const std::vector<std::string>& csv_columns() const { return columns_; }  // "step", "epoch", sorted keys
   std::filesystem::path jsonl_path() const { return dir_ / "metrics.jsonl"; }
   std::filesystem::path csv_path() const { return dir_ / "metrics.csv"; }
@@ -105,6 +113,7 @@ class MetricsLogger : public MetricsSink {
   std::map<std::string, double> sums_;
   std::map<std::string, double> counts_;
   std::vector<std::string> columns_;
+  std::vector<RowSink> sinks_;
 };
 
 }  // namespace prefdiff::run
