@@ -47,7 +47,8 @@ ClipTextConfig ClipTextConfig::read(ConfigReader& r) {
   read_tower(r, c);
   c.vocab_size = r.integer("vocab_size", 1);
   c.max_position_embeddings = r.integer("max_position_embeddings", 1);
-  c.eos_token_id = r.integer_or("eos_token_id", 49407, 0);
+  c.eos_token_id = r.integer_or("eos_token_id", 49407, 0);  // transformers 5's default
+  c.pool_at_argmax = c.eos_token_id == 2;
   return c;
 }
 
@@ -122,9 +123,10 @@ ClipConfig ClipConfig::from_openclip_json(const json& j, const std::string& orig
   for (const char* key : {"multimodal_cfg", "init_logit_bias"}) refuse_set(r, key, "this model family (CoCa/SigLIP)");
 
   ConfigReader v = r.nested("vision_cfg");
-  if (const json* layers = v.find("layers"); layers && !layers->is_number_integer())
+  if (const json* layers = v.find("layers"); layers && layers->is_array())
     v.problem("layers", "is " + layers->dump() + ": ResNet vision towers are not supported (ViT only)");
-  c.vision.num_hidden_layers = v.integer("layers", 1);
+  else
+    c.vision.num_hidden_layers = v.integer("layers", 1);
   c.vision.hidden_size = v.integer("width", 1);
   const int64_t head_width = v.integer_or("head_width", 64, 1);
   c.vision.num_attention_heads = c.vision.hidden_size / head_width;
@@ -150,13 +152,19 @@ ClipConfig ClipConfig::from_openclip_json(const json& j, const std::string& orig
   c.text.intermediate_size = static_cast<int64_t>(c.text.hidden_size * t.number_or("mlp_ratio", 4.0));
   c.text.hidden_act = act;
   c.text.layer_norm_eps = 1e-5;
-  c.text.eos_token_id = 2;  // OpenCLIP pools at argmax(token ids): transformers' legacy rule
+  const std::string pool = t.choice("pool_type", "argmax", {"argmax", "eos"});
+  c.text.pool_at_argmax = pool == "argmax";  // OpenCLIP's default: the end-of-text token has the largest id
+  c.text.eos_token_id = t.integer_or("eos_id", 2, 0);
   if (c.text.hidden_size % c.text.num_attention_heads != 0) t.problem("width", "is not a multiple of heads");
   for (const char* key : {"hf_model_name", "ls_init_value", "embed_cls", "no_causal_mask", "final_ln_after_pool",
                           "proj_bias", "act_kwargs", "norm_kwargs"})
     refuse_set(t, key, "this text tower option");
-  if (t.string_or("pool_type", "argmax") != "argmax")
-    t.problem("pool_type", "must be \"argmax\" (pooling at the end-of-text token)");
+  for (ConfigReader* tower : {&v, &t}) {
+    for (const char* key : {"qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc"})
+      refuse_set(*tower, key, "this attention variant");
+    if (tower->string_or("block_type", "default") != "default")
+      tower->problem("block_type", "must be \"default\" (the plain residual attention block)");
+  }
   if (t.string_or("proj_type", "linear") != "linear") t.problem("proj_type", "must be \"linear\"");
   r.finish("the OpenCLIP model config",
            "prefdiff reads OpenCLIP ViT models with a transformer text tower (e.g. ViT-H-14, as HPSv2 uses); "

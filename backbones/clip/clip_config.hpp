@@ -30,10 +30,11 @@ struct ClipTowerConfig {
 struct ClipTextConfig : ClipTowerConfig {
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
-  // EOS pooling: 2 (every released SD1.5/SDXL/OpenAI config) selects transformers' legacy rule, the position
-  // of the largest id (argmax(input_ids)); any other value the first position where input_ids == eos_token_id.
+  // EOS pooling. transformers: eos_token_id 2 (every released SD1.5/SDXL/OpenAI config) selects the legacy
+  // rule, the position of the largest id (argmax(input_ids), as OpenCLIP's "argmax" pooling); any other
+  // value the first position where input_ids == eos_token_id (0 when a row has none).
   int64_t eos_token_id = 49407;
-  bool legacy_eos_pooling() const { return eos_token_id == 2; }
+  bool pool_at_argmax = false;
 
   static ClipTextConfig read(model_folder::ConfigReader& r);
   static ClipTextConfig from_json(const nlohmann::json& j, const std::string& origin = "config.json");

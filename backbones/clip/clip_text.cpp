@@ -72,7 +72,7 @@ TextEncoderOutput ClipTextTransformerImpl::forward(const at::Tensor& input_ids_i
   out.last_hidden_state = final_layer_norm->forward(h);
   // transformers: eos_token_id == 2 -> argmax(input_ids) (the EOS 49407 is the largest id); otherwise the
   // first position equal to eos_token_id (0 when a row has none). argmax returns the first maximum.
-  out.pooled_index = config_.legacy_eos_pooling() ? ids.to(at::kInt).argmax(-1)
+  out.pooled_index = config_.pool_at_argmax ? ids.to(at::kInt).argmax(-1)
                                                   : ids.eq(config_.eos_token_id).to(at::kInt).argmax(-1);
   out.pooler_output = out.last_hidden_state.index({at::arange(b, ids.options()), out.pooled_index});
   return out;

@@ -71,6 +71,26 @@ void run_case(const std::string& name, Mode mode) {
 
 }  // namespace
 
+// The float64 port against diffusers' own float64 run of the same weights today (written by the reference
+// fixture, make_encoder_references.py): equal to rounding.
+TEST(VaeGolden, TinyFloat64EqualsDiffusersFloat64Rerun) {
+  const auto dir = golden_dir() / "vae_tiny";
+  const auto rerun = std::filesystem::path(PREFDIFF_ENCODER_REFERENCE_DIR) / "vae_f64" / "outputs.safetensors";
+  ASSERT_TRUE(std::filesystem::exists(rerun)) << rerun << " missing: run the reference fixture (ctest -R encoder_references)";
+  vae::VaeOptions opts;
+  opts.dtype = at::kDouble;
+  vae::AutoencoderKL model = vae::load_autoencoder_kl(dir, opts);
+  auto in = SafetensorsFile::open(dir / "inputs.safetensors");
+  auto ref = SafetensorsFile::open(rerun);
+  at::NoGradGuard no_grad;
+  const vae::LatentDistribution posterior = model->encode(in.load("image"));
+  EXPECT_TRUE(close_elementwise("posterior_mean", posterior.mean, ref.load("posterior_mean"), 1e-9, 1e-9));
+  EXPECT_TRUE(close_elementwise("posterior_logvar", posterior.logvar, ref.load("posterior_logvar"), 1e-9, 1e-9));
+  EXPECT_TRUE(close_elementwise("posterior_std", posterior.std, ref.load("posterior_std"), 1e-9, 1e-9));
+  EXPECT_TRUE(close_elementwise("decoded", model->decode(in.load("latents")), ref.load("decoded"), 1e-9, 1e-9));
+  EXPECT_TRUE(close_elementwise("reconstruction", model->forward(in.load("image")), ref.load("reconstruction"), 1e-9, 1e-9));
+}
+
 TEST(VaeGolden, TinyFloat32) { run_case("vae_tiny", {}); }
 TEST(VaeGolden, TinyFloat64) { run_case("vae_tiny", {true, 0}); }
 TEST(VaeGolden, TinyFloat32SlicedOneAtATime) { run_case("vae_tiny", {false, 1}); }
