@@ -14,7 +14,7 @@ AutoencoderKlConfig AutoencoderKlConfig::from_json(const nlohmann::json& j, cons
   c.layers_per_block = r.integer("layers_per_block", 1);
   c.latent_channels = r.integer("latent_channels", 1);
   c.norm_num_groups = r.integer("norm_num_groups", 1);
-  c.scaling_factor = r.number("scaling_factor");
+  c.scaling_factor = r.number_or("scaling_factor", 0.18215);  // SD1.5's first vae/config.json lacks it
   const size_t n = c.block_out_channels.size();
   const auto down = r.strings("down_block_types");
   const auto up = r.strings("up_block_types");
@@ -46,7 +46,7 @@ AutoencoderKlConfig AutoencoderKlConfig::from_json(const nlohmann::json& j, cons
       if (!(s > 0)) r.problem("latents_std", "must be positive");
   if (c.latents_mean && c.shift_factor)
     r.problem("shift_factor", "is set together with latents_mean/latents_std; prefdiff applies one normalisation, not both");
-  if (r.has("scaling_factor") && !(c.scaling_factor > 0)) r.problem("scaling_factor", "must be positive");
+  if (!(c.scaling_factor > 0)) r.problem("scaling_factor", "must be positive");
   for (size_t i = 0; i < n; ++i)
     if (c.norm_num_groups > 0 && c.block_out_channels[i] % c.norm_num_groups != 0)
       r.problem("block_out_channels", "entry " + std::to_string(i) + " (" + std::to_string(c.block_out_channels[i]) +

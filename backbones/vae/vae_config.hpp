@@ -1,6 +1,7 @@
 #pragma once
-// diffusers AutoencoderKL configuration from vae/config.json, torch-free. The structural keys are required
-// (diffusers' save_config always writes them); the others take diffusers' defaults; unknown keys are ignored.
+// diffusers AutoencoderKL configuration from vae/config.json, torch-free. The keys that fix the weights' shapes
+// are required (diffusers' save_config always writes them); the others take diffusers' defaults (e.g.
+// scaling_factor 0.18215, which SD1.5's original config relies on); unknown keys are ignored.
 
 #include <nlohmann/json.hpp>
 

@@ -539,4 +539,23 @@ TEST(AestheticHeadLoading, MissingLayersAndWrongInputsAreNamed) {
   fs::remove_all(dir);
 }
 
+TEST(EncoderStructure, RealSd15ConfigsGiveDiffusersAndTransformersParameterCounts) {
+  // Built on the meta device (no memory); counts from diffusers' AutoencoderKL / transformers' CLIPTextModel
+  // constructed from the same files: 83,653,863 parameters in 248 tensors; 123,060,480 in 196.
+  const fs::path fixtures = fs::path(PREFDIFF_SOURCE_DIR) / "tests" / "fixtures" / "configs";
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  vae::AutoencoderKlConfig vc = vae::AutoencoderKlConfig::from_json(read_json(fixtures / "sd15_vae_config.json"));
+  EXPECT_EQ(vc.downscale_factor(), 8);
+  vae::AutoencoderKL v(vc, meta);
+  clip::ClipTextModel t(clip::ClipTextConfig::from_json(read_json(fixtures / "sd15_text_encoder_config.json")), false, meta);
+  EXPECT_TRUE(t->config().pool_at_argmax);
+  auto count = [](torch::nn::Module& m) {
+    int64_t n = 0;
+    for (const auto& p : m.parameters()) n += p.numel();
+    return std::pair<int64_t, size_t>(n, m.parameters().size());
+  };
+  EXPECT_EQ(count(*v), (std::pair<int64_t, size_t>(83653863, 248)));
+  EXPECT_EQ(count(*t), (std::pair<int64_t, size_t>(123060480, 196)));
+}
+
 }  // namespace
