@@ -22,7 +22,9 @@ void check_ids(const at::Tensor& ids, const at::Tensor& mask, const ClipTextConf
     throw std::invalid_argument("clip text: sequence length " + std::to_string(ids.size(1)) + " is outside 1.." +
                                 std::to_string(c.max_position_embeddings) + " (max_position_embeddings)");
   if (ids.numel() > 0) {
-    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    const auto [mn, mx] = at::aminmax(ids);
+    const at::Tensor range = at::stack({mn, mx}).cpu();  // one device-to-host copy
+    const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
     if (lo < 0 || hi >= c.vocab_size)
       throw std::invalid_argument("clip text: token ids must be in [0, " + std::to_string(c.vocab_size) + "), got [" +
                                   std::to_string(lo) + ", " + std::to_string(hi) + "]. HINT: tokenizer and text encoder differ?");

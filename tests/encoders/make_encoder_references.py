@@ -7,6 +7,8 @@ fixture before test_openclip_aesthetic and test_vae_golden):
   with DDP "module." prefixes) converted by tools/convert_openclip_checkpoint.py, with OpenCLIP's
   encode_image/encode_text features, normalised embeddings, logit_scale.exp() and logits for fixed inputs,
   in float32 (reference.safetensors) and float64 (reference_f64.safetensors).
+- openclip/vit_h_14/: OpenCLIP's ViT-H-14 config (HPSv2's architecture) and the name and shape of every tensor
+  of that model (built on the meta device: no weights).
 - aesthetic/: an improved-aesthetic-predictor MLP (input 768) with random weights saved as .pth, converted by
   tools/convert_aesthetic_head.py, and its scores on normalised embeddings (a zero row included).
 - vae_f64/outputs.safetensors: diffusers' AutoencoderKL in float64 on golden/vae_tiny (when the golden set is
@@ -84,6 +86,20 @@ def openclip_case(out_dir, tools, name, cfg, custom_text, save_style, seed):
     save_file({"pixel_values": pixels, "input_ids": ids}, os.path.join(case, "inputs.safetensors"))
 
 
+def openclip_vit_h_14_shapes(out_dir):
+    """HPSv2's architecture at real size, on the meta device: OpenCLIP's config and every tensor's shape."""
+    import open_clip
+    case = os.path.join(out_dir, "openclip", "vit_h_14")
+    os.makedirs(case, exist_ok=True)
+    cfg = open_clip.get_model_config("ViT-H-14")
+    with torch.device("meta"):
+        model = open_clip.model.CLIP(**cfg)
+    with open(os.path.join(case, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": cfg}, f, indent=1)
+    with open(os.path.join(case, "tensor_shapes.json"), "w") as f:
+        json.dump({k: list(v.shape) for k, v in model.state_dict().items()}, f, indent=1)
+
+
 def aesthetic_case(out_dir, tools):
     import torch.nn as nn
 
@@ -151,6 +167,7 @@ def main():
                            "pool_type": "eos", "eos_id": 499}}
     openclip_case(args.out, args.tools, "vit", vit, False, "wrapped", 2500)
     openclip_case(args.out, args.tools, "custom_text", custom, True, "ddp", 2600)
+    openclip_vit_h_14_shapes(args.out)
     aesthetic_case(args.out, args.tools)
     vae_f64_case(args.out, golden)
     print(f"references in {args.out}")

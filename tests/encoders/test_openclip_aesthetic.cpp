@@ -9,7 +9,10 @@
 #include "clip/aesthetic_head.hpp"
 #include "clip/openclip.hpp"
 #include "common/golden.hpp"
+#include "prefdiff/model_io/diffusers_folder.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
+
+#include <set>
 
 using prefdiff::model_io::SafetensorsFile;
 using namespace prefdiff::testing;
@@ -66,6 +69,40 @@ TEST(OpenClip, CustomTextQuickGeluEosPoolingFloat32) {
 }
 TEST(OpenClip, CustomTextQuickGeluEosPoolingFloat64) {
   compare_openclip(reference_dir() / "openclip" / "custom_text", true, false);
+}
+
+// HPSv2's architecture at real size: the key map turns the ClipModel built from OpenCLIP's ViT-H-14 config into
+// exactly OpenCLIP's tensors (names and shapes), with the same parameter count. Meta device: no weights.
+TEST(OpenClip, VitH14KeyMapCoversOpenClipsTensorsExactly) {
+  const fs::path dir = reference_dir() / "openclip" / "vit_h_14";
+  ASSERT_TRUE(fs::exists(dir / "tensor_shapes.json")) << dir << " missing: run the reference fixture first";
+  const clip::ClipConfig cfg = clip::ClipConfig::from_openclip_json(
+      prefdiff::model_io::read_json_file(dir / "open_clip_config.json"), (dir / "open_clip_config.json").string());
+  EXPECT_EQ(cfg.vision.num_attention_heads, 16);  // width 1280 / head_width 80
+  const nlohmann::json shapes = prefdiff::model_io::read_json_file(dir / "tensor_shapes.json");
+  clip::ClipModel model(cfg, at::TensorOptions().device(at::kMeta));
+  const auto map = clip::openclip_key_map(cfg);
+  using Op = prefdiff::model_folder::TensorSource::Op;
+  std::set<std::string> used;
+  int64_t ours = 0, theirs = 0;
+  for (const auto& item : model->named_parameters(true)) {
+    const auto src = map.source(item.key());
+    used.insert(src.name);
+    ours += item.value().numel();
+    std::vector<int64_t> want = item.value().sizes().vec();
+    if (src.op == Op::kTranspose) std::swap(want[0], want[1]);
+    if (src.op == Op::kRowBlock) want[0] *= src.blocks;
+    ASSERT_TRUE(shapes.contains(src.name)) << item.key() << " maps to '" << src.name << "', which OpenCLIP lacks";
+    EXPECT_EQ(shapes[src.name].get<std::vector<int64_t>>(), want) << src.name << " for " << item.key();
+  }
+  for (auto it = shapes.begin(); it != shapes.end(); ++it) {
+    EXPECT_TRUE(used.count(it.key()) || map.ignored(it.key())) << "OpenCLIP tensor '" << it.key() << "' is not loaded";
+    int64_t n = 1;
+    for (int64_t d : it.value().get<std::vector<int64_t>>()) n *= d;
+    theirs += n;
+  }
+  EXPECT_EQ(ours, theirs);
+  std::printf("  ViT-H-14: %zu OpenCLIP tensors, %lld parameters\n", shapes.size(), static_cast<long long>(theirs));
 }
 
 TEST(AestheticHead, MatchesTheReferenceMlpOnNormalisedEmbeddings) {
