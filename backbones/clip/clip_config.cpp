@@ -96,14 +96,14 @@ ClipConfig ClipConfig::from_json(const json& j, const std::string& origin) {
   json top = j;
   top["text_config"] = merged("text_config");
   top["vision_config"] = merged("vision_config");
-  ConfigReader merged_reader(top, origin);
-  ConfigReader text = merged_reader.nested("text_config");
-  ConfigReader vision = merged_reader.nested("vision_config");
+  ConfigReader r(top, origin);
+  ConfigReader text = r.nested("text_config");
+  ConfigReader vision = r.nested("vision_config");
   c.text = ClipTextConfig::read(text);
   c.vision = ClipVisionConfig::read(vision);
-  c.projection_dim = merged_reader.integer_or("projection_dim", 512, 1);
-  c.logit_scale_init_value = merged_reader.number_or("logit_scale_init_value", 2.6592);
-  merged_reader.finish("the CLIPModel config", kHint);
+  c.projection_dim = r.integer_or("projection_dim", 512, 1);
+  c.logit_scale_init_value = r.number_or("logit_scale_init_value", 2.6592);
+  r.finish("the CLIPModel config", kHint);
   return c;
 }
 
