@@ -2,12 +2,13 @@
 """prefdiff's encoders vs diffusers' AutoencoderKL and transformers' CLIPTextModel on the CPU: the same random
 weights (written with save_pretrained and loaded by both), the same inputs, threads and dtype (float32, no
 grad). VAE: encode to the posterior mean (images/s); text encoder: last_hidden_state of 77-token captions
-(captions/s). Rounds alternate the two implementations so that load drift hits both; each round reports
-per-pass times; the table prints medians and the ratio of times prefdiff/reference (<= 1: prefdiff is not
-slower). Cases: vae_tiny / text_tiny (the golden tiny configs, written inline here), vae_sd15 / text_sd15
+(captions/s). Rounds alternate the two implementations (ABBA: the side that goes first alternates) so that
+load drift hits both; the table prints medians of all passes and the ratio of times prefdiff/reference
+(<= 1: prefdiff is not slower). Each side's outputs are checked against the other's (sum of |out|). Cases: vae_tiny / text_tiny (the golden tiny configs, written inline here), vae_sd15 / text_sd15
 (tests/fixtures/configs/sd15_{vae,text_encoder}_config.json, 512x512 images).
 
   python bench/encoders_vs_reference.py --tool <build>/bin/encoders_vs_reference [--threads 2] [--cases ...]
+      [--rounds N]   (overrides every case's number of rounds)
 """
 import argparse
 import json
@@ -39,7 +40,7 @@ def load_json(name):
 CASES = {
     "vae_tiny": ("vae", lambda: TINY_VAE, 4, 32, 3, 10, 5),
     "text_tiny": ("text", lambda: TINY_TEXT, 8, 77, 3, 10, 5),
-    "vae_sd15": ("vae", lambda: load_json("sd15_vae_config.json"), 2, 512, 1, 1, 3),
+    "vae_sd15": ("vae", lambda: load_json("sd15_vae_config.json"), 1, 512, 1, 1, 4),
     "text_sd15": ("text", lambda: load_json("sd15_text_encoder_config.json"), 8, 77, 1, 2, 3),
 }
 
@@ -91,6 +92,8 @@ def main():
     ap.add_argument("--tool", required=True, help="the encoders_vs_reference binary")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cases", default="vae_tiny,text_tiny,vae_sd15,text_sd15")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per case (0: the case's default)")
+    ap.add_argument("--size", type=int, default=0, help="VAE image size override (0: the case's own)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -98,32 +101,47 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
             kind, config, batch, size, warmup, reps, rounds = CASES[name]
+            rounds = args.rounds or rounds
+            if kind == "vae" and args.size:
+                size = args.size
             folder, inputs = os.path.join(tmp, name), os.path.join(tmp, name + "_inputs.safetensors")
             model = build(kind, config(), folder)
             x = make_inputs(kind, batch, size, inputs)
             ours, theirs = [], []
             for r in range(rounds):
-                out = subprocess.run([args.tool, kind, folder, inputs, str(args.threads), str(warmup), str(reps)],
-                                     check=True, capture_output=True, text=True).stdout
-                res = json.loads(out.strip().splitlines()[-1])
+                def run_ours():
+                    out = subprocess.run([args.tool, kind, folder, inputs, str(args.threads), str(warmup), str(reps)],
+                                         check=True, capture_output=True, text=True).stdout
+                    return json.loads(out.strip().splitlines()[-1])
+
+                def run_theirs():
+                    return reference_times(kind, model, x, warmup if r == 0 else 0, reps)  # stays warm
+
+                # ABBA: the side that goes first alternates, so load drift within a round hits both alike.
+                if r % 2 == 0:
+                    res = run_ours()
+                    t, ref_sum = run_theirs()
+                else:
+                    t, ref_sum = run_theirs()
+                    res = run_ours()
                 ours += res["times"]
-                t, ref_sum = reference_times(kind, model, x, warmup if r == 0 else 0, reps)  # stays warm
                 theirs += t
                 rel = abs(res["checksum"] - ref_sum) / max(ref_sum, 1e-30)
                 if rel > 1e-4:
                     raise SystemExit(f"{name}: outputs differ (sum |out| {res['checksum']} vs {ref_sum})")
             mo, mt = statistics.median(ours), statistics.median(theirs)
-            rows.append((name, batch, size, mo, mt, mo / mt, len(ours)))
+            rows.append((name, batch, size, mo, mt, mo / mt, len(ours), (min(ours), max(ours)), (min(theirs), max(theirs))))
             del model
     ref_name = {"vae": "diffusers", "text": "transformers"}
     print(f"\nthreads {args.threads}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
-    print("| case | batch | size | prefdiff (median/pass) | reference (median/pass) | items/s prefdiff | items/s reference "
-          "| prefdiff/reference (time) | passes |")
+    print("| case | batch | size | prefdiff median/pass (min-max) | reference median/pass (min-max) | items/s prefdiff "
+          "| items/s reference | prefdiff/reference (time) | passes |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, batch, size, mo, mt, ratio, n in rows:
+    for name, batch, size, mo, mt, ratio, n, ro, rt in rows:
         ref = ref_name[CASES[name][0]]
-        print(f"| {name} | {batch} | {size} | {mo * 1e3:.1f} ms | {mt * 1e3:.1f} ms ({ref}) | {batch / mo:.2f} | "
-              f"{batch / mt:.2f} | {ratio:.3f} | {n} each |")
+        print(f"| {name} | {batch} | {size} | {mo * 1e3:.1f} ms ({ro[0] * 1e3:.1f}-{ro[1] * 1e3:.1f}) | "
+              f"{mt * 1e3:.1f} ms ({rt[0] * 1e3:.1f}-{rt[1] * 1e3:.1f}, {ref}) | {batch / mo:.2f} | {batch / mt:.2f} | "
+              f"{ratio:.3f} | {n} each |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ namespace prefdiff::vae {
 
 namespace {
 constexpr double kEps = 1e-6;  // diffusers' Encoder/Decoder pass resnet_eps=1e-6 to every norm
-}
+}  // namespace
 
 VaeResnetBlockImpl::VaeResnetBlockImpl(int64_t in, int64_t out, int64_t groups, const at::TensorOptions& opts) {
   norm1 = register_module("norm1", GroupNorm(groups, in, kEps, opts));
@@ -16,10 +16,15 @@ VaeResnetBlockImpl::VaeResnetBlockImpl(int64_t in, int64_t out, int64_t groups, 
   if (in != out) conv_shortcut = register_module("conv_shortcut", Conv2d(in, out, 1, 1, 0, opts));
 }
 
+// In place when no graph records it: image encoding for data import runs without grad, and at 512x512 each
+// saved pass over an activation is about 1% of the time. Callers pass tensors nothing else holds.
+at::Tensor silu_fresh(at::Tensor t) { return t.requires_grad() ? at::silu(t) : at::silu_(t); }
+
 at::Tensor VaeResnetBlockImpl::forward(const at::Tensor& x) {
-  at::Tensor h = conv1->forward(at::silu(norm1->forward(x)));
-  h = conv2->forward(at::silu(norm2->forward(h)));  // dropout 0 in every released VAE
-  return (conv_shortcut ? conv_shortcut->forward(x) : x) + h;
+  at::Tensor h = conv1->forward(silu_fresh(norm1->forward(x)));
+  h = conv2->forward(silu_fresh(norm2->forward(h)));  // dropout 0 in every released VAE
+  at::Tensor skip = conv_shortcut ? conv_shortcut->forward(x) : x;
+  return h.requires_grad() ? skip + h : h.add_(skip);  // h is conv2's fresh output
 }
 
 VaeAttentionImpl::VaeAttentionImpl(int64_t channels, int64_t groups, const at::TensorOptions& opts) {
@@ -38,7 +43,8 @@ at::Tensor VaeAttentionImpl::forward(const at::Tensor& x) {
   auto heads = [&](const at::Tensor& y) { return y.unsqueeze(1); };  // one head of dim C
   at::Tensor o = at::scaled_dot_product_attention(heads(to_q->forward(t)), heads(to_k->forward(t)), heads(to_v->forward(t)));
   o = out_proj->forward(o.squeeze(1));
-  return o.transpose(1, 2).reshape({b, c, h, w}) + x;
+  at::Tensor out = o.transpose(1, 2).reshape({b, c, h, w});
+  return out.requires_grad() ? out + x : out.add_(x);
 }
 
 VaeMidBlockImpl::VaeMidBlockImpl(int64_t channels, int64_t groups, bool add_attention, const at::TensorOptions& opts) {

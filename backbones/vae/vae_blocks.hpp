@@ -20,6 +20,9 @@ using unet2d::Linear;
 // Intermediate outputs of one encode/decode, keyed like diffusers' modules ("encoder.down_blocks.0").
 using Taps = std::map<std::string, at::Tensor>;
 
+// silu of a freshly computed tensor, in place when it takes no part in autograd (no-grad inference).
+at::Tensor silu_fresh(at::Tensor t);
+
 class VaeResnetBlockImpl : public torch::nn::Module {
  public:
   VaeResnetBlockImpl(int64_t in, int64_t out, int64_t groups, const at::TensorOptions& opts);

@@ -36,7 +36,7 @@ at::Tensor VaeEncoderImpl::forward(const at::Tensor& images, Taps* taps) {
   }
   h = mid_block->forward(h);
   tap(taps, "encoder.mid_block", h);
-  h = conv_out->forward(at::silu(conv_norm_out->forward(h)));
+  h = conv_out->forward(silu_fresh(conv_norm_out->forward(h)));
   tap(taps, "encoder.conv_out", h);
   return h;
 }
@@ -69,7 +69,7 @@ at::Tensor VaeDecoderImpl::forward(const at::Tensor& latents, Taps* taps) {
     h = up_[i]->forward(h);
     tap(taps, "decoder.up_blocks." + std::to_string(i), h);
   }
-  return conv_out->forward(at::silu(conv_norm_out->forward(h)));
+  return conv_out->forward(silu_fresh(conv_norm_out->forward(h)));
 }
 
 }  // namespace prefdiff::vae
