@@ -49,7 +49,7 @@ def component_of(path):
         if len(parts) > 2 and parts[1] == "src":
             return "framework/" + (parts[2] if len(parts) > 3 else os.path.splitext(parts[2])[0]), LIBRARY
         return "framework", LIBRARY
-    if top in ("backbones", "datasets") and len(parts) > 2:
+    if top in ("backbones", "datasets", "media") and len(parts) > 2:
         return top + "/" + parts[1], LIBRARY
     if top in ("tests", "bench"):
         return top, TOOLING
