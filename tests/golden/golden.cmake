@@ -36,22 +36,50 @@ function(prefdiff_golden_target target)
   target_compile_definitions(${target} PRIVATE PREFDIFF_GOLDEN_BUILD_DIR="${PREFDIFF_GOLDEN_BUILD_DIR}")
 endfunction()
 
+# Sets list-valued properties (several labels, several fixtures) on the tests gtest_discover_tests found
+# for `target`: gtest_discover_tests flattens lists given in its PROPERTIES (CMake 3.25), so LABELS "a;b"
+# would become LABELS a plus a property named b. Pass TEST_LIST <list_var> to gtest_discover_tests and the
+# same variable here; the properties are applied when ctest reads the discovered tests (the script is a
+# TEST_INCLUDE_FILES entry after gtest_discover_tests' own).
+function(prefdiff_discovered_tests_properties target list_var)
+  set(_script "${CMAKE_CURRENT_BINARY_DIR}/${list_var}_properties.cmake")
+  # Each argument is NAME=VALUE with list items separated by commas: "LABELS=golden,media".
+  set(_text "if(${list_var})\n  set_tests_properties(\${${list_var}} PROPERTIES")
+  foreach(_pair ${ARGN})
+    string(FIND "${_pair}" "=" _eq)
+    string(SUBSTRING "${_pair}" 0 ${_eq} _name)
+    math(EXPR _from "${_eq} + 1")
+    string(SUBSTRING "${_pair}" ${_from} -1 _value)
+    string(REPLACE "," ";" _value "${_value}")
+    string(APPEND _text " ${_name} [==[${_value}]==]")
+  endforeach()
+  string(APPEND _text ")\nendif()\n")
+  file(WRITE "${_script}" "${_text}")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${_script}")
+endfunction()
+
 function(prefdiff_golden_tests target)
-  cmake_parse_arguments(G "" "TEST_FILTER" "LABELS;PROPERTIES" ${ARGN})
+  # FIXTURES: more fixtures the tests need besides their set's; LABELS: more labels than "golden".
+  cmake_parse_arguments(G "" "TEST_FILTER" "LABELS;PROPERTIES;FIXTURES" ${ARGN})
   prefdiff_golden_target(${target})
   set(_filter)
   if(G_TEST_FILTER)
     set(_filter TEST_FILTER "${G_TEST_FILTER}")
   endif()
   set(_labels golden ${G_LABELS})
+  string(REPLACE ";" "," _labels "${_labels}")
   foreach(_set ${PREFDIFF_GOLDEN_SETS})
     set(_suffix "")
     if(NOT _set STREQUAL "main")
       set(_suffix ".${_set}")
     endif()
-    gtest_discover_tests(${target} TEST_SUFFIX "${_suffix}" ${_filter} DISCOVERY_TIMEOUT 60
-      PROPERTIES LABELS "${_labels}" ENVIRONMENT "PREFDIFF_GOLDEN_SET=${_set}"
-                 FIXTURES_REQUIRED golden_${_set} ${G_PROPERTIES})
+    set(_fixtures golden_${_set} ${G_FIXTURES})
+    string(REPLACE ";" "," _fixtures "${_fixtures}")
+    set(_list_var "${target}_golden_${_set}_tests")
+    gtest_discover_tests(${target} TEST_SUFFIX "${_suffix}" ${_filter} DISCOVERY_TIMEOUT 60 TEST_LIST ${_list_var}
+      PROPERTIES ${G_PROPERTIES})
+    prefdiff_discovered_tests_properties(${target} ${_list_var} "LABELS=${_labels}"
+      "ENVIRONMENT=PREFDIFF_GOLDEN_SET=${_set}" "FIXTURES_REQUIRED=${_fixtures}")
   endforeach()
 endfunction()
 

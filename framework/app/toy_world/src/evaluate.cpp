@@ -3,7 +3,9 @@
 #include <torch/autograd.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "prefdiff/toy_world/evaluate.hpp"
 #include "prefdiff/toy_world/prepare.hpp"
@@ -176,8 +178,16 @@ nlohmann::json evaluate(Backbone& policy, Backbone& reference, const World& worl
       errors.ref_l.assign(rm + n, rm + 2 * n);
       for (int64_t i = 0; i < n; ++i) errors.timestep.push_back(static_cast<double>(t.data_ptr<int64_t>()[i]));
       errors.step = step;
+      // Overflowing or NaN policy outputs: no margin (the plugin would refuse the input); the NaN makes the
+      // metrics non-finite, which `prefdiff eval` reports without writing a result.
+      const auto finite = [](const std::vector<double>& v) {
+        return std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+      };
       ObjectiveOutputs outputs;
-      objectives.evaluate(errors, outputs);
+      if (finite(errors.model_w) && finite(errors.model_l) && finite(errors.ref_w) && finite(errors.ref_l))
+        objectives.evaluate(errors, outputs);
+      else
+        outputs.margin.assign(static_cast<size_t>(n), std::numeric_limits<double>::quiet_NaN());
       for (int64_t i = 0; i < n; ++i) {
         const double h = outputs.margin[static_cast<size_t>(i)];
         const double a = h > 0 ? 1.0 : (h == 0 ? 0.5 : 0.0);  // ties half, as the official implicit_acc
