@@ -80,12 +80,33 @@ TEST(RunDirectory, FreshRunWritesRecipeOverridesAndMetadata) {
 
 TEST(RunDirectory, ExistingFolderIsNeverReusedForAFreshStart) {
   TempDir tmp;
-  { RunDirectory run = RunDirectory::open(options(tmp), info()); }
+  {
+    RunDirectory run = RunDirectory::open(options(tmp), info());
+    save_checkpoint(run, 100);
+  }
   std::string msg = error_of([&] { RunDirectory::open(options(tmp), info()); });
   EXPECT_NE(msg.find((tmp / "runs" / "exp").string() + "' already exists"), std::string::npos) << msg;
   EXPECT_NE(msg.find("--resume latest"), std::string::npos) << msg;
   EXPECT_NE(msg.find("run.name"), std::string::npos) << msg;
   EXPECT_NE(msg.find("started 20"), std::string::npos) << msg;
+}
+
+// Issue 20: a run that failed before its first checkpoint was sent to --resume latest, which answered "start
+// without --resume": both messages now say to delete the folder (or pick another name), never to resume.
+TEST(RunDirectory, ARunWithoutACheckpointIsNotSentToResume) {
+  TempDir tmp;
+  { RunDirectory run = RunDirectory::open(options(tmp), info()); }
+  const std::string fresh = error_of([&] { RunDirectory::open(options(tmp), info()); });
+  EXPECT_NE(fresh.find("holds no complete checkpoint"), std::string::npos) << fresh;
+  EXPECT_NE(fresh.find("delete that folder"), std::string::npos) << fresh;
+  EXPECT_EQ(fresh.find("--resume"), std::string::npos) << "must not advise resuming: " << fresh;
+  try {
+    RunDirectory::open(options(tmp, "latest"), info());
+    ADD_FAILURE() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    const std::string resumed = e.what();
+    EXPECT_NE(resumed.find("delete its folder '" + (tmp / "runs" / "exp").string() + "'"), std::string::npos) << resumed;
+  }
 }
 
 TEST(RunDirectory, ResumeLatestNeedsTheFolderAndACheckpoint) {

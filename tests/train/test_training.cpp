@@ -219,6 +219,15 @@ TEST(Training, NanPolicyStopsOrSkips) {
   const auto rows = metric_rows(out / "skip");
   ASSERT_FALSE(rows.empty());
   EXPECT_EQ(rows.back()["skipped_steps"], 1.0);
+
+  // Issue 20: skipping every step ended "done" with status 0; the weights never changed, so it is a failure.
+  EXPECT_NE(run(train_args(out, "all", {"objective.id=nan-at-step", "objective.nan_step=-1", "train.steps=3",
+                                        "train.nan_policy=skip"}),
+                out / "all.log"),
+            0);
+  const std::string all = read(out / "all.log");
+  EXPECT_NE(all.find("every step trained here (steps 0 to 2) was skipped"), std::string::npos) << all;
+  EXPECT_EQ(all.find("done: "), std::string::npos) << all;
 }
 
 // A plugin that crashes or exits during training is named with the call in flight and the last complete

@@ -149,8 +149,9 @@ CheckpointInfo CheckpointStore::resolve(const std::string& spec) const {
       throw CheckpointError("--resume latest: no checkpoint in '" + dir_.string() +
                             "' (looked for step-* folders; " +
                             (fs::exists(dir_) ? "the folder is empty" : "the folder does not exist") +
-                            "). HINT: this run never saved one (train.checkpoint_every); start without --resume, "
-                            "or check run.output_dir and run.name.");
+                            "). HINT: this run stopped before it saved one (train.checkpoint_every): delete its folder '" +
+                            dir_.parent_path().string() + "' and start again without --resume, or check "
+                            "run.output_dir and run.name.");
     const CheckpointInfo& newest = all.back();
     if (!newest.complete) {
       std::optional<CheckpointInfo> prev = latest();

@@ -183,6 +183,13 @@ RunDirectory RunDirectory::open(const RunOptions& options, const RunInfo& info) 
         } catch (const RunError&) {
         }
       }
+      // A run that stopped before its first checkpoint cannot be continued: say so rather than send the
+      // user to --resume, which would answer that there is nothing to resume.
+      if (!run.checkpoints_.latest())
+        throw RunError("run folder '" + run.path_.string() + "' already exists" + started +
+                       " but holds no complete checkpoint (it stopped before its first one), so there is nothing to "
+                       "resume. HINT: delete that folder to start this run again, or start a new run with "
+                       "run.name=<another name> (prefdiff never reuses a run folder for a fresh start).");
       throw RunError("run folder '" + run.path_.string() + "' already exists" + started +
                      ". HINT: continue it with --resume latest, or start a new run with run.name=<another name> "
                      "(prefdiff never reuses a run folder for a fresh start).");

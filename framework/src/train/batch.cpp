@@ -1,5 +1,8 @@
 #include "prefdiff/train/batch.hpp"
 
+#include <cmath>
+#include <string>
+
 #include <torch/torch.h>
 
 #include "prefdiff/sdk.hpp"
@@ -32,10 +35,39 @@ void draw_timesteps_and_noise(uint64_t seed, uint64_t epoch, const std::vector<u
   noise = torch::stack(ns);
 }
 
+// The first row of `t` holding NaN or Inf, or -1.
+template <typename T>
+int64_t first_non_finite_row(const data::HostTensor& t, size_t rows) {
+  const size_t per_row = t.row_bytes / sizeof(T);
+  const T* v = t.as<T>();
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t i = r * per_row; i < (r + 1) * per_row; ++i)
+      if (!std::isfinite(static_cast<float>(v[i]))) return static_cast<int64_t>(r);
+  return -1;
+}
+
 }  // namespace
+
+void check_finite(const data::PairBatch& b) {
+  for (const data::HostTensor& t : b.tensors) {
+    int64_t row = -1;
+    switch (t.dtype) {
+      case PD_DTYPE_F32: row = first_non_finite_row<float>(t, b.size()); break;
+      case PD_DTYPE_F64: row = first_non_finite_row<double>(t, b.size()); break;
+      case PD_DTYPE_F16: row = first_non_finite_row<c10::Half>(t, b.size()); break;
+      default: continue;  // integers are always finite
+    }
+    if (row < 0) continue;
+    throw NonFiniteDataError("the training data holds NaN or Inf: tensor '" + t.name + "' of the pair at data set index " +
+                             std::to_string(b.indices[row]) + " (pair_id " + std::to_string(b.pair_ids[row]) +
+                             "). HINT: `prefdiff data validate <shard folder>` names the shard and row; re-import "
+                             "those images or remove that shard (docs/data-format.md)");
+  }
+}
 
 DpoBatch to_device_batch(const data::PairBatch& b, const Backbone& policy, uint64_t seed, int64_t num_train_timesteps,
                          c10::Device device) {
+  check_finite(b);
   DpoBatch d;
   d.latents_w = to_tensor(b.tensor("latent_w")).to(device, torch::kFloat32);
   d.latents_l = to_tensor(b.tensor("latent_l")).to(device, torch::kFloat32);

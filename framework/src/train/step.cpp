@@ -52,6 +52,7 @@ StepReport train_step(TrainingSession& s, int64_t step) {
   s.optimizer->zero_grad();
   const double grad_scale = 1.0 / static_cast<double>(loop.batch_size * loop.grad_accum);  // the global batch mean
   double bad = 0.0;  // this rank saw a non-finite loss, or a plugin failed
+  bool data_fault = false;  // ... because the batch itself held NaN or Inf
   std::vector<std::pair<DpoStepResult, double>> results;  // recorded once every rank agrees the step is good
 
   for (int64_t micro = 0; micro < loop.grad_accum; ++micro) {
@@ -69,6 +70,10 @@ StepReport train_step(TrainingSession& s, int64_t step) {
       if (!std::isfinite(r.loss)) throw std::runtime_error("non-finite loss " + std::to_string(r.loss));
       backward_surrogate(predictions.model_mse, r.objective, grad_scale);                       // backward
       results.emplace_back(std::move(r), pairs.flip_fraction());
+    } catch (const NonFiniteDataError& e) {
+      bad = 1.0;
+      data_fault = true;
+      report.why_skipped = e.what();
     } catch (const std::exception& e) {
       bad = 1.0;
       report.why_skipped = e.what();
@@ -84,8 +89,10 @@ StepReport train_step(TrainingSession& s, int64_t step) {
                                    : "non-finite gradient norm " + std::to_string(norm.total_norm);
     if (!loop.skip_bad_steps)
       throw std::runtime_error("step " + std::to_string(step) + ": " + report.why_skipped +
-                               ". The weights were not updated. Set train.nan_policy = \"skip\" to skip such "
-                               "steps, or lower optim.lr");
+                               ". The weights were not updated." +
+                               (data_fault ? std::string(" Or set train.nan_policy = \"skip\" to skip such steps")
+                                           : std::string(" Set train.nan_policy = \"skip\" to skip such steps, "
+                                                         "or lower optim.lr")));
     report.skipped = true;
     ++s.skipped;
     s.optimizer->zero_grad();

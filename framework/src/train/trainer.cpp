@@ -53,8 +53,15 @@ void run_training(const Recipe& recipe, PluginRegistry& registry, const TrainOpt
 
   Window window;
   window.wait_at_start = s.reader->wait_seconds();
+  int64_t updated = 0;       // steps of this process that changed the weights
+  std::string last_skip_reason;
   for (int64_t step = s.first_step; step < loop.steps; ++step) {
-    window.pairs += train_step(s, step).pairs;
+    const StepReport report = train_step(s, step);
+    window.pairs += report.pairs;
+    if (report.skipped)
+      last_skip_reason = report.why_skipped;
+    else
+      ++updated;
     const int64_t done = step + 1;
     const bool checkpoint_now = (loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0) || done == loop.steps;
     if (done % s.config.log.every == 0 || checkpoint_now) window = log_window(s, done, window);
@@ -64,6 +71,13 @@ void run_training(const Recipe& recipe, PluginRegistry& registry, const TrainOpt
   if (s.progress) s.progress->finish();
   if (s.run) {
     s.run->update_metadata({{"end_time", run::iso8601_now()}, {"final_step", loop.steps}, {"skipped_steps", s.skipped}});
+  }
+  if (updated == 0 && loop.steps > s.first_step)
+    throw std::runtime_error("every step trained here (steps " + std::to_string(s.first_step) + " to " +
+                             std::to_string(loop.steps - 1) + ") was skipped by train.nan_policy = \"skip\": the weights never changed, so the final "
+                             "checkpoint is the starting model. Last reason: " + last_skip_reason +
+                             ". HINT: fix that cause (set train.nan_policy = \"stop\" to stop at the first one)");
+  if (s.run) {
     s.say("done: " + s.run->path().string() + " (policy: " +
           (s.run->checkpoints().dir() / run::CheckpointStore::name_for(loop.steps) / "unet").string() + ")");
   }

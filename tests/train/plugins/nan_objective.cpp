@@ -18,14 +18,14 @@ class NanAtStep final : public Objective {
     info.citation = "none";
     info.formula_version = "test";
     info.params = {ParamSpec::real("beta", 5000.0, "Margin scale.").min(0.0, true),
-                   ParamSpec::integer("nan_step", 2, "The optimizer step whose loss is NaN.").min(0)};
+                   ParamSpec::integer("nan_step", 2, "The optimizer step whose loss is NaN (-1: every step).").min(-1)};
     return info;
   }
   NanAtStep(const Params& p, const Host&) : beta_(p.number("beta")), nan_step_(p.integer("nan_step")) {}
   void evaluate(const ObjectiveBatch& batch, ObjectiveResult& out) override {
     math::dpo_margins(beta_, batch, out.margin);
     for (size_t i = 0; i < batch.count; ++i) {
-      const bool poison = batch.step == nan_step_;
+      const bool poison = nan_step_ < 0 || batch.step == nan_step_;
       out.loss[i] = poison ? NAN : math::softplus(-out.margin[i]);
       math::write_margin_gradient(beta_, poison ? NAN : math::sigmoid(out.margin[i]) - 1.0, i, out);
     }
