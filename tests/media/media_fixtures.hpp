@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "common/golden_path.hpp"
+#include <nlohmann/json.hpp>
+
 #include "prefdiff/model_io/safetensors_header.hpp"
 
 namespace prefdiff::testing {
@@ -43,6 +45,18 @@ inline std::string read_binary(const std::filesystem::path& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// A JSON list of strings from a safetensors file's metadata (the golden sets record the captions and image
+// files behind their inputs there), or `fallback` (the README's list) when the file has no such entry.
+inline std::vector<std::string> metadata_list(const std::filesystem::path& path, const std::string& key,
+                                              std::vector<std::string> fallback) {
+  const std::string bytes = read_binary(path);
+  const auto header = model_io::parse_safetensors_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                                         bytes.size(), path.string());
+  if (auto it = header.metadata.find(key); it != header.metadata.end())
+    return nlohmann::json::parse(it->second).get<std::vector<std::string>>();
+  return fallback;
 }
 
 // A float32 or int64 tensor of a safetensors file, as doubles with its shape.

@@ -125,12 +125,15 @@ TEST(ClipTokenizer, CountsTruncatedCaptionsAsTheReference) {
 }
 
 TEST(ClipTokenizer, PadToLongestAsPickScoresProcessor) {
-  // clip_tiny/inputs.safetensors: the README's two captions, padding=True (to the longest), pad "!".
-  const auto golden = t::read_safetensors(t::golden_dir() / "clip_tiny" / "inputs.safetensors");
+  // clip_tiny/inputs.safetensors: its captions (the "captions" metadata, else the README's two), padding=True
+  // (to the longest), pad "!".
+  const auto inputs = t::golden_dir() / "clip_tiny" / "inputs.safetensors";
+  const auto golden = t::read_safetensors(inputs);
   const auto& ids = golden.at("input_ids");
   const auto& mask = golden.at("attention_mask");
-  const std::vector<std::string> captions = {
-      "a painting of an ocean with clouds and birds, day time, low depth field effect", "a photo of a dog"};
+  const std::vector<std::string> captions = t::metadata_list(
+      inputs, "captions",
+      {"a painting of an ocean with clouds and birds, day time, low depth field effect", "a photo of a dog"});
   ASSERT_EQ(ids.shape.at(0), static_cast<int64_t>(captions.size()));
   auto batch = sdxl2().encode_batch(captions, Padding::longest, 77);
   const auto width = static_cast<size_t>(ids.shape.at(1));

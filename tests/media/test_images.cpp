@@ -19,7 +19,6 @@
 #include "image/preprocess.hpp"
 #include "media_fixtures.hpp"
 
-#include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
 using namespace prefdiff::image;
@@ -83,15 +82,9 @@ TEST(ClipPreprocess, MatchesTransformersPilProcessorOnRealCrops) {
 // The image files behind inputs.safetensors' pixel_values, in order: the "images" metadata entry (a JSON list)
 // where the set writes one, else 1.webp, 2.webp, ... as the set's README documents.
 std::vector<std::string> golden_clip_image_names(const fs::path& inputs, int64_t count) {
-  const std::string bytes = t::read_binary(inputs);
-  const auto header = prefdiff::model_io::parse_safetensors_header(
-      reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), bytes.size(), inputs.string());
-  std::vector<std::string> names;
-  if (auto it = header.metadata.find("images"); it != header.metadata.end()) {
-    names = nlohmann::json::parse(it->second).get<std::vector<std::string>>();
-  } else {
-    for (int64_t i = 0; i < count; ++i) names.push_back(std::to_string(i + 1) + ".webp");
-  }
+  std::vector<std::string> fallback;
+  for (int64_t i = 0; i < count; ++i) fallback.push_back(std::to_string(i + 1) + ".webp");
+  std::vector<std::string> names = t::metadata_list(inputs, "images", fallback);
   EXPECT_EQ(static_cast<int64_t>(names.size()), count) << inputs << ": \"images\" metadata vs pixel_values";
   return names;
 }
