@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "json_input.hpp"
@@ -115,10 +116,19 @@ ImportSummary import_pickapic_parquet(const std::vector<std::string>& inputs, co
   if (inputs.empty()) throw ImportError("pick-a-pic import: no parquet files given");
   const std::string rows = options.output + ".rows.jsonl";
   std::string command = shell_quote(python) + " " + shell_quote(PREFDIFF_PICKAPIC_CONVERTER) + " --output " + shell_quote(rows);
+  // An encoder that reads pixels needs the JPEG bytes: the converter writes them as <uid>.jpg beside the
+  // rows (absolute paths, so --images-root does not apply), removed with the rows after the import.
+  const std::string images = std::filesystem::absolute(options.output + ".images").string();
+  if (encoder.spec().reads_pixels) command += " --images-dir " + shell_quote(images);
   for (const std::string& input : inputs) command += " " + shell_quote(input);
+  auto remove_temporaries = [&] {
+    std::remove(rows.c_str());
+    std::error_code ignored;
+    if (encoder.spec().reads_pixels) std::filesystem::remove_all(images, ignored);
+  };
   const int rc = std::system(command.c_str());
   if (rc != 0) {
-    std::remove(rows.c_str());
+    remove_temporaries();
     throw ImportError("pick-a-pic import: the parquet converter failed (exit status " + std::to_string(rc) + "): " + command +
                       ". HINT: --python must name a Python with pyarrow installed (the prefdiff venv has it)");
   }
@@ -126,10 +136,10 @@ ImportSummary import_pickapic_parquet(const std::vector<std::string>& inputs, co
   try {
     summary = import_pickapic_jsonl(rows, encoder, options);
   } catch (...) {
-    std::remove(rows.c_str());
+    remove_temporaries();
     throw;
   }
-  std::remove(rows.c_str());
+  remove_temporaries();
   summary.input.clear();
   for (const std::string& input : inputs) summary.input += (summary.input.empty() ? "" : ", ") + input;
   return summary;
