@@ -104,11 +104,12 @@ ImportSummary import_pickapic_jsonl(const std::string& input, PairEncoder& encod
   }
   ImportSummary& s = out.summary();
   s.skipped = unlabelled + identical;
-  // Rows are single comparisons, not prompt groups: report the captions.
-  s.prompts = s.distinct_prompts;
   if (unlabelled > 0) s.notes.push_back(std::to_string(unlabelled) + " rows with has_label = false");
   if (identical > 0) s.notes.push_back(std::to_string(identical) + " rows with are_different = false");
-  return out.finish();
+  ImportSummary done = out.finish();
+  // Rows are single comparisons, not prompt groups: report the captions (counted as they are written).
+  done.prompts = done.distinct_prompts;
+  return done;
 }
 
 ImportSummary import_pickapic_parquet(const std::vector<std::string>& inputs, const std::string& python, PairEncoder& encoder,

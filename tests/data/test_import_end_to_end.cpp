@@ -266,8 +266,10 @@ TEST_F(ImportEndToEnd, AnInterruptedImportResumesAtTheNextShardAndRefusesOtherWe
   std::vector<fs::path> first = shards_of(stem);
   ASSERT_EQ(first.size(), 3u);
   std::set<uint64_t> ids_before;
-  for (const fs::path& p : first)
-    for (uint64_t id : ShardFile::open(p.string())->pair_ids()) ids_before.insert(id);
+  for (const fs::path& p : first) {
+    const std::unique_ptr<ShardFile> shard = ShardFile::open(p.string());  // pair_ids() lives in the shard
+    ids_before.insert(shard->pair_ids().begin(), shard->pair_ids().end());
+  }
   // As if killed while writing the last shard: it was never renamed into place, its .partial is left over.
   const at::Tensor last_before = half_rows(*ShardFile::open(first[2].string()), ShardTensor::kLatentW, 0, {-1});
   fs::remove(first[2]);
@@ -280,8 +282,10 @@ TEST_F(ImportEndToEnd, AnInterruptedImportResumesAtTheNextShardAndRefusesOtherWe
   ASSERT_EQ(shards_of(stem).size(), 3u);
   EXPECT_FALSE(fs::exists(first[2].string() + ".partial"));
   std::set<uint64_t> ids_after;
-  for (const fs::path& p : shards_of(stem))
-    for (uint64_t id : ShardFile::open(p.string())->pair_ids()) ids_after.insert(id);
+  for (const fs::path& p : shards_of(stem)) {
+    const std::unique_ptr<ShardFile> shard = ShardFile::open(p.string());
+    ids_after.insert(shard->pair_ids().begin(), shard->pair_ids().end());
+  }
   EXPECT_EQ(ids_after, ids_before);
   const at::Tensor last_after = half_rows(*ShardFile::open(first[2].string()), ShardTensor::kLatentW, 0, {-1});
   EXPECT_TRUE(at::allclose(last_after, last_before, 0, std::ldexp(1.0, -10))) << "the re-encoded shard differs";
