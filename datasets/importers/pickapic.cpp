@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "json_input.hpp"
@@ -103,11 +104,12 @@ ImportSummary import_pickapic_jsonl(const std::string& input, PairEncoder& encod
   }
   ImportSummary& s = out.summary();
   s.skipped = unlabelled + identical;
-  // Rows are single comparisons, not prompt groups: report the captions.
-  s.prompts = s.distinct_prompts;
   if (unlabelled > 0) s.notes.push_back(std::to_string(unlabelled) + " rows with has_label = false");
   if (identical > 0) s.notes.push_back(std::to_string(identical) + " rows with are_different = false");
-  return out.finish();
+  ImportSummary done = out.finish();
+  // Rows are single comparisons, not prompt groups: report the captions (counted as they are written).
+  done.prompts = done.distinct_prompts;
+  return done;
 }
 
 ImportSummary import_pickapic_parquet(const std::vector<std::string>& inputs, const std::string& python, PairEncoder& encoder,
@@ -115,10 +117,19 @@ ImportSummary import_pickapic_parquet(const std::vector<std::string>& inputs, co
   if (inputs.empty()) throw ImportError("pick-a-pic import: no parquet files given");
   const std::string rows = options.output + ".rows.jsonl";
   std::string command = shell_quote(python) + " " + shell_quote(PREFDIFF_PICKAPIC_CONVERTER) + " --output " + shell_quote(rows);
+  // An encoder that reads pixels needs the JPEG bytes: the converter writes them as <uid>.jpg beside the
+  // rows (absolute paths, so --images-root does not apply), removed with the rows after the import.
+  const std::string images = std::filesystem::absolute(options.output + ".images").string();
+  if (encoder.spec().reads_pixels) command += " --images-dir " + shell_quote(images);
   for (const std::string& input : inputs) command += " " + shell_quote(input);
+  auto remove_temporaries = [&] {
+    std::remove(rows.c_str());
+    std::error_code ignored;
+    if (encoder.spec().reads_pixels) std::filesystem::remove_all(images, ignored);
+  };
   const int rc = std::system(command.c_str());
   if (rc != 0) {
-    std::remove(rows.c_str());
+    remove_temporaries();
     throw ImportError("pick-a-pic import: the parquet converter failed (exit status " + std::to_string(rc) + "): " + command +
                       ". HINT: --python must name a Python with pyarrow installed (the prefdiff venv has it)");
   }
@@ -126,10 +137,10 @@ ImportSummary import_pickapic_parquet(const std::vector<std::string>& inputs, co
   try {
     summary = import_pickapic_jsonl(rows, encoder, options);
   } catch (...) {
-    std::remove(rows.c_str());
+    remove_temporaries();
     throw;
   }
-  std::remove(rows.c_str());
+  remove_temporaries();
   summary.input.clear();
   for (const std::string& input : inputs) summary.input += (summary.input.empty() ? "" : ", ") + input;
   return summary;

@@ -223,7 +223,7 @@ pq.write_table(pa.Table.from_pylist(rows), sys.argv[2])
 TEST(DataCommands, ImportInspectValidate) {
   TempDir dir;
   const std::string tool = PREFDIFF_TEST_DATA_TOOL;
-  const Shell imported = run(tool + " data import imagereward " + kImageReward + " -o " + dir.file("ir.h5") + " --family tiny --split test");
+  const Shell imported = run(tool + " data import imagereward " + kImageReward + " -o " + dir.file("ir.h5") + " --encoder placeholder --family tiny --split test");
   ASSERT_EQ(imported.status, 0) << imported.output;
   EXPECT_NE(imported.output.find("prompts:             466 (463 distinct captions)"), std::string::npos) << imported.output;
   EXPECT_NE(imported.output.find("strict pairs:        6399"), std::string::npos) << imported.output;

@@ -1,5 +1,7 @@
 #include "prefdiff/data/cli.hpp"
 
+#include <unistd.h>
+
 #include <iostream>
 #include <memory>
 #include <string>
@@ -8,6 +10,7 @@
 #include "prefdiff/data/encoder.hpp"
 #include "prefdiff/data/importers.hpp"
 #include "prefdiff/data/inspect.hpp"
+#include "prefdiff/data/model_encoder.hpp"
 #include "prefdiff/data/shard_validate.hpp"
 
 #ifndef PREFDIFF_VERSION
@@ -26,7 +29,9 @@ struct ImportArgs {
   std::string input;
   std::vector<std::string> inputs;
   ImportOptions options;
-  std::string encoder = "placeholder";
+  std::string encoder;  // "model" (with --model) or "placeholder"
+  std::string model;
+  ModelEncoderOptions model_options;
   std::string family = "sd15";
   std::string python = "python3";
 };
@@ -45,23 +50,50 @@ void run_reporting(Body&& body) {
 }
 
 std::unique_ptr<PairEncoder> make_encoder(const ImportArgs& args) {
-  if (args.encoder == "placeholder") return std::make_unique<PlaceholderEncoder>(PlaceholderEncoder::by_name(args.family));
-  throw std::invalid_argument("unknown encoder '" + args.encoder + "'; available: placeholder (until the VAE and text encoders land)");
+  const std::string encoder = !args.encoder.empty() ? args.encoder : (args.model.empty() ? "" : "model");
+  if (encoder == "placeholder") {
+    if (!args.model.empty()) throw std::invalid_argument("--encoder placeholder ignores the model; drop --model or --encoder placeholder");
+    std::cerr << "note: --encoder placeholder writes deterministic stand-in values, NOT a model's latents (for tests)\n";
+    return std::make_unique<PlaceholderEncoder>(PlaceholderEncoder::by_name(args.family));
+  }
+  if (encoder == "model") {
+    if (args.model.empty())
+      throw std::invalid_argument("--encoder model needs --model DIR. HINT: a diffusers pipeline folder with vae/, text_encoder/, "
+                                  "tokenizer/ (and text_encoder_2/, tokenizer_2/ for SDXL)");
+    auto model = std::make_unique<ModelEncoder>(args.model, args.model_options);
+    const EncoderSpec& spec = model->spec();
+    std::cerr << "encoding with " << args.model << " (" << spec.backbone_family << ", latents " << spec.latent_shape[0] << "x"
+              << spec.latent_shape[1] << "x" << spec.latent_shape[2] << ", text " << spec.embed_tokens << "x" << spec.embed_dim
+              << ") on " << model->device_name() << "\n";
+    return model;
+  }
+  throw std::invalid_argument("no encoder: give --model DIR (a diffusers pipeline folder whose VAE and text encoders encode the "
+                              "images and captions), or --encoder placeholder for stand-in values in tests");
 }
 
 void add_import_options(CLI::App* command, ImportArgs& args) {
   command->add_option("-o,--output", args.options.output, "Shard to write (.h5); with --shard-size, <stem>-00000.h5, ...")->required();
   command->add_option("--split", args.options.split, "Source split recorded in the shard")->capture_default_str();
-  command->add_option("--shard-size", args.options.shard_size, "Pairs per shard (0: one shard)")->capture_default_str();
+  command->add_option("--shard-size", args.options.shard_size, "Pairs per shard (0: one shard); a sharded import resumes where it stopped")
+      ->capture_default_str();
   command->add_option("--limit", args.options.limit, "Stop after this many pairs (0: all)")->capture_default_str();
   command->add_option("--images-root", args.options.images_root, "Folder that relative image paths are relative to");
+  command->add_option("--model", args.model, "Diffusers pipeline folder whose VAE and text encoders encode images and captions");
   command->add_option("--encoder", args.encoder,
-                      "Encoder producing latents and embeddings; 'placeholder' is a deterministic stand-in, NOT a model")
-      ->check(CLI::IsMember({"placeholder"}))
-      ->capture_default_str();
-  command->add_option("--family", args.family, "Backbone family whose shapes the encoder produces")
+                      "'model' (the default with --model) or 'placeholder': deterministic stand-in values, NOT a model (tests)")
+      ->check(CLI::IsMember({"model", "placeholder"}));
+  command->add_option("--family", args.family, "Shapes of the placeholder encoder")
       ->check(CLI::IsMember({"sd15", "sdxl", "tiny"}))
       ->capture_default_str();
+  command->add_option("--resolution", args.model_options.resolution, "Image side in pixels (0: the VAE config's sample_size)")
+      ->capture_default_str();
+  command->add_flag("--latent-std", args.model_options.latent_std, "Also store the VAE posterior std");
+  command->add_option("--device", args.model_options.device, "auto (CUDA when available), cpu, cuda, cuda:N")->capture_default_str();
+  command->add_option("--vae-batch", args.model_options.vae_batch, "Images per VAE call")->capture_default_str();
+  command->add_option("--batch-pairs", args.options.batch_pairs, "Pairs encoded together")->capture_default_str();
+  command->add_option("--threads", args.model_options.decode_threads, "Image decoding threads (0: all cores)")->capture_default_str();
+  command->add_flag("--strict", args.options.strict, "Stop at the first unreadable image (default: skip its pairs and list it in the report)");
+  command->add_flag("--progress,!--no-progress", args.options.progress, "Progress line on stderr (images/s, ETA)");
 }
 
 void finish_import(const ImportSummary& summary) { std::cout << summary.to_string(); }
@@ -76,6 +108,7 @@ void add_cli(CLI::App& app) {
   CLI::App* import = data->add_subcommand("import", "Import a public preference data set into pair shards");
   import->require_subcommand(1);
   auto args = std::make_shared<ImportArgs>();
+  args->options.progress = isatty(STDERR_FILENO) != 0;  // a progress line for people, not for logs
   args->options.writer = std::string("prefdiff data import (prefdiff ") + PREFDIFF_VERSION + ", git " + PREFDIFF_GIT_REVISION + ")";
 
   CLI::App* imagereward = import->add_subcommand("imagereward", "ImageReward rankings JSON ({id, prompt, generations, ranking})");

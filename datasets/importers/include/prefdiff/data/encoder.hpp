@@ -1,12 +1,14 @@
-// The encoder interface of the importers: turns an image into its VAE latent and a caption into its
-// text-encoder outputs. Real encoders (VAE, CLIP text encoders) plug in here when they exist; until then
-// PlaceholderEncoder fills shards with deterministic stand-in values so the pair structure, the reader and
-// training can be exercised. A shard always records which encoder produced it (attribute `encoder`).
+// The encoder interface of the importers: turns images into VAE latents and captions into text-encoder
+// outputs, a batch at a time. The real one (prefdiff::model_encoder::ModelEncoder, datasets/model_encoder/)
+// runs the VAE and CLIP text encoders of a diffusers model folder; PlaceholderEncoder fills shards with
+// deterministic stand-in values so the pair structure, the reader and training can be tested without
+// weights. A shard always records which encoder produced it (attribute `encoder`).
 #ifndef PREFDIFF_DATA_ENCODER_HPP
 #define PREFDIFF_DATA_ENCODER_HPP
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,7 @@ struct EncoderSpec {
   int64_t pooled_dim = 0;             // 0: no pooled embedding
   bool time_ids = false;              // SDXL micro-conditioning
   bool latent_std = false;            // also produces the VAE posterior std
+  bool reads_pixels = false;          // needs the image files (false: the placeholder hashes the key only)
 };
 
 // An image as a source data set names it: a path (relative to an images root) and/or a uid, and its
@@ -39,10 +42,28 @@ struct ImageRef {
   const std::string& key() const { return uid.empty() ? path : uid; }
 };
 
+// An image that could not be encoded (missing, unreadable, not an image, truncated, corrupt, too large):
+// importers skip its pairs, count it and list it in the import report.
+struct ImageFailure {
+  std::string key;      // ImageRef::key()
+  std::string kind;     // "missing", "truncated", ... (image::error_kind_name)
+  std::string message;  // names the file, with a HINT
+};
+
 class PairEncoder {
  public:
   virtual ~PairEncoder() = default;
   virtual const EncoderSpec& spec() const = 0;
+
+  // Batched calls (what importers use). Row k of `means` (and `stds`, `time_ids` when the spec has them,
+  // else null) belongs to images[k]; failures[k] is set, and its rows left unspecified, when images[k]
+  // cannot be read. The default loops over encode_image (a thrown exception aborts the import).
+  virtual void encode_images(const std::vector<ImageRef>& images, uint16_t* means, uint16_t* stds, float* time_ids,
+                             std::vector<std::optional<ImageFailure>>& failures);
+  // Row k of `embeds` / `pooled` belongs to texts[k]; returns, per text, whether its tokens were cut at
+  // the encoder's context length (77 for CLIP). The default loops over encode_prompt (never truncates).
+  virtual std::vector<bool> encode_prompts(const std::vector<std::string>& texts, uint16_t* embeds, uint16_t* pooled);
+
   // Writes the latent mean (times the scale factor), C*h*w f16; the std when spec().latent_std (else
   // `std_dev` is null); and 6 time ids (orig_h, orig_w, crop_top, crop_left, target_h, target_w) when
   // spec().time_ids (else `time_ids` is null).

@@ -13,6 +13,9 @@
 
 namespace prefdiff::data {
 
+// Resuming: with shard_size > 0 an import into shards that already exist keeps every finished shard (they
+// are renamed into place only when complete), skips the pairs they hold and continues with the next shard
+// number. A single-shard output (shard_size 0) that exists is refused, never overwritten.
 struct ImportOptions {
   std::string output;            // shard path; with shard_size > 0, "<stem>-00000.h5", "<stem>-00001.h5", ...
   std::string split = "train";   // recorded as source_split
@@ -20,6 +23,9 @@ struct ImportOptions {
   uint64_t limit = 0;            // stop after this many pairs, 0 = all
   std::string images_root;       // prepended to relative image paths given to the encoder
   std::string writer = "prefdiff data import";
+  bool strict = false;           // an image that cannot be read aborts the import (default: skip its pairs)
+  uint64_t batch_pairs = 16;     // pairs encoded together (their distinct images and captions in one batch)
+  bool progress = false;         // a progress line on stderr: pairs, images/s, ETA
 };
 
 struct ImportSummary {
@@ -33,6 +39,12 @@ struct ImportSummary {
   uint64_t ties = 0;              // pairs dropped as ties
   uint64_t duplicates = 0;        // pairs dropped because their pair id was already written
   uint64_t skipped = 0;           // records dropped by format rules (e.g. Pick-a-Pic has_label = false)
+  uint64_t images_failed = 0;     // distinct images that could not be read (listed in the report)
+  uint64_t bad_image_pairs = 0;   // pairs dropped because one of their images could not be read
+  uint64_t captions_truncated = 0;  // distinct captions cut at the text encoder's context (77 tokens)
+  uint64_t resumed_shards = 0;    // finished shards of an earlier, interrupted run, kept as they are
+  uint64_t resumed_pairs = 0;     // pairs found in them and therefore not encoded again
+  std::string report;             // the import report next to the shards (<stem>.import-report.txt)
   std::vector<std::string> notes; // why records were skipped, with counts
   std::string to_string() const;
 };
