@@ -88,11 +88,15 @@ struct GradientBuckets::State {
     // Buckets were appended when opened; with several kinds that is still the order of their first member.
   }
 
+  // The parameter's slot in its bucket, with the parameter's own strides (channels-last weights keep their layout;
+  // dense parameters span numel). Made with set_ rather than a view op: it shares the bucket's storage without
+  // being an autograd view, so the optimizers' zero_grad() (detach_, then reset) works on it as on any gradient.
   at::Tensor view_of(const Slot& s) {
     Bucket& b = buckets[s.bucket];
     if (!b.flat.defined()) b.flat = at::empty({b.elements}, at::TensorOptions().dtype(b.dtype).device(b.device));
-    // The parameter's own strides (channels-last weights keep their layout; dense parameters span numel).
-    return b.flat.narrow(0, s.offset, s.param.numel()).as_strided(s.param.sizes(), s.param.strides());
+    at::Tensor slot = at::empty({0}, b.flat.options());
+    slot.set_(b.flat.storage(), s.offset, s.param.sizes(), s.param.strides());
+    return slot;
   }
 
   void on_gradient(size_t index) {

@@ -306,6 +306,25 @@ TEST(GradientBuckets, PrepareTwiceInOneStepIsRefused) {
   EXPECT_TRUE(at::equal(named[1].second.grad(), 2 * named[1].second.detach()));
 }
 
+// The gradients share their bucket's storage without being autograd views: LibTorch's optimizers detach_() them
+// in zero_grad(), which views refuse (DDP's gradient_as_bucket_view has the same trap in Python).
+TEST(GradientBuckets, GradientsAreNotViewsSoZeroGradWorks) {
+  OneRank one;
+  auto named = layers({10, 20});
+  GradientBuckets buckets(*one.group, named);
+  buckets.prepare(true);
+  (named[0].second.sum() + named[1].second.sum()).backward();
+  buckets.finish();
+  for (auto& [n, p] : named) {
+    EXPECT_FALSE(p.grad().is_view()) << n;
+    EXPECT_TRUE(at::equal(p.grad(), at::ones_like(p))) << n;
+  }
+  std::vector<at::Tensor> params{named[0].second, named[1].second};
+  torch::optim::SGD sgd(params, torch::optim::SGDOptions(0.1));
+  EXPECT_NO_THROW(sgd.zero_grad());
+  for (auto& [n, p] : named) EXPECT_FALSE(p.grad().defined()) << n;
+}
+
 TEST(GradientBuckets, ASingleProcessWithoutCollectivesInstallsNoHooks) {
   DistributedEnv env;  // world size 1
   DataParallelGroup group(env, "gloo", 10.0);

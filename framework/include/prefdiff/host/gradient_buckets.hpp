@@ -8,8 +8,9 @@
 // the world size: afterwards every p.grad() holds exactly what DataParallelGroup::all_reduce_mean computes
 // after the backward (the mean over ranks).
 //
-// Gradients live in the bucket: a parameter's gradient becomes a view into its bucket's flat buffer the first
-// time it arrives in a step (one copy), later micro-steps accumulate into that view in place (autograd's
+// Gradients live in the bucket: a parameter's gradient becomes an alias of its slot in the bucket's flat buffer
+// (same storage; not an autograd view, so optimizers may detach_() it) the first time it arrives in a step (one
+// copy), later micro-steps accumulate into it in place (autograd's
 // `grad += new`), and the all-reduce runs on the flat buffer with no copy in or out. A bucket's buffer is
 // allocated when its first gradient arrives and belongs to the gradients afterwards, so the memory profile is
 // autograd's own (no second set of gradient-sized buffers, nothing held between steps once the optimizer's
