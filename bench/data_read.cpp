@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "prefdiff/data/half.hpp"
+#include "prefdiff/data/hdf5_pairs_source.hpp"
 #include "prefdiff/data/pair_reader.hpp"
 #include "prefdiff/data/shard_writer.hpp"
 

@@ -4,6 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build}"
-golden="${PREFDIFF_GOLDEN_DIR:-$root/../shared/golden}"
+golden="${PREFDIFF_GOLDEN_DIR:-$build/golden/main}"  # the generated reference set (docs/golden.md)
+[ -f "$golden/unet_sd15_tiny/config.json" ] || cmake --build "$build" --target golden >/dev/null
 cmake --build "$build" --target prefdiff-bench-objective-overhead >/dev/null
 "$build/bin/prefdiff-bench-objective-overhead" "$golden/unet_sd15_tiny/config.json" 4096 4 9

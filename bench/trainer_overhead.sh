@@ -4,6 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build}"
-golden="${PREFDIFF_GOLDEN_DIR:-$root/../shared/golden}"
+golden="${PREFDIFF_GOLDEN_DIR:-$build/golden/main}"  # the generated reference set (docs/golden.md)
+[ -f "$golden/unet_sd15_tiny/config.json" ] || cmake --build "$build" --target golden >/dev/null
 cmake --build "$build" --target prefdiff-bench-trainer-overhead >/dev/null
 "$build/bin/prefdiff-bench-trainer-overhead" "$golden/unet_sd15_tiny/config.json" "${2:-4}" "${3:-15}"

@@ -18,10 +18,12 @@ import torch
 from diffusers import UNet2DConditionModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tiny configs come from the generated golden set (docs/golden.md: cmake --build build --target golden).
+GOLDEN = os.environ.get("PREFDIFF_GOLDEN_DIR") or os.path.join(ROOT, "build", "golden", "main")
 CASES = {
     # name: (config file, batch, latent res, ctx len, warmup, reps per round, rounds)
-    "tiny": (os.path.join(ROOT, "..", "shared", "golden", "unet_sd15_tiny", "config.json"), 2, 16, 7, 3, 15, 5),
-    "tiny_sdxl": (os.path.join(ROOT, "..", "shared", "golden", "unet_sdxl_tiny", "config.json"), 2, 16, 7, 3, 15, 5),
+    "tiny": (os.path.join(GOLDEN, "unet_sd15_tiny", "config.json"), 2, 16, 7, 3, 15, 5),
+    "tiny_sdxl": (os.path.join(GOLDEN, "unet_sdxl_tiny", "config.json"), 2, 16, 7, 3, 15, 5),
     "sd15": (os.path.join(ROOT, "tests", "fixtures", "configs", "sd15_unet_config.json"), 1, 64, 77, 1, 2, 2),
 }
 

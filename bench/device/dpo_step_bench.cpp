@@ -43,11 +43,11 @@
 
 #include "prefdiff/backbone.hpp"
 #include "prefdiff/diffusion/noise_schedule.hpp"
-#include "prefdiff/host/distributed.hpp"
-#include "prefdiff/host/gradient_buckets.hpp"
 #include "prefdiff/host/objective_set.hpp"
 #include "prefdiff/optim/grad_clip.hpp"
 #include "prefdiff/optim/optimizer.hpp"
+#include "prefdiff/torch_host/distributed.hpp"
+#include "prefdiff/torch_host/gradient_buckets.hpp"
 #include "prefdiff/train/dpo_step.hpp"
 #include "prefdiff/unet2d/config.hpp"
 #include "prefdiff/unet2d/sdpa_backend.hpp"

@@ -9,7 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 carry="$root/bench/device/carry"
-golden_src="${PREFDIFF_GOLDEN_DIR:-$root/../shared/golden}"
+golden_src="${PREFDIFF_GOLDEN_DIR:-$root/build/golden/main}"  # generated: cmake --build build --target golden
 venv="$(ls -dt "${PREFDIFF_CACHE:-$HOME/.cache/prefdiff}"/venv-*/ 2>/dev/null | head -1)"
 py="${PYTHON:-${venv:+$venv/bin/python}}"
 py="${py:-python3}"
@@ -86,7 +86,7 @@ log "downloading diffusers==$dv and importlib_metadata==$imv wheels"
 
 # ---- Golden references the GPU tests read (the dpo_step float64 outputs are not read by any test).
 for c in unet_sd15_tiny unet_sdxl_tiny dpo_step; do
-  [ -d "$golden_src/$c" ] || die "$golden_src/$c missing (set PREFDIFF_GOLDEN_DIR)"
+  [ -d "$golden_src/$c" ] || die "$golden_src/$c missing: run cmake --build build --target golden (or set PREFDIFF_GOLDEN_DIR)"
   mkdir -p "$carry/golden/$c"
   find "$golden_src/$c" -maxdepth 1 -type f ! -name '*.md' ! -name 'f32_vs_f64.json' -exec cp {} "$carry/golden/$c/" \;
 done

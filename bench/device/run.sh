@@ -87,7 +87,7 @@ if [ "$cpu" = 1 ]; then
   py="${PYTHON:-${venv:+${venv}bin/python}}"
   py="${py:-python3}"
   build="${PREFDIFF_DEVICE_BUILD_DIR:-$root/build-device}"
-  golden="${PREFDIFF_GOLDEN_DIR:-$root/../shared/golden}"
+  golden="${PREFDIFF_GOLDEN_DIR:-$root/build/golden/main}"  # generated: cmake --build build --target golden
   device=cpu
 else
   py="${PYTHON:-python3}"

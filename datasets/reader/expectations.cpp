@@ -8,7 +8,7 @@
 
 namespace prefdiff::data {
 
-std::vector<std::string> expectation_mismatches(const SourceHandle& source, const DataExpectations& expected) {
+std::vector<std::string> expectation_mismatches(const instance::DataSource& source, const DataExpectations& expected) {
   std::vector<std::string> out;
   auto compare = [&](const char* name, const std::optional<std::string>& want) {
     if (!want) return;
@@ -34,7 +34,7 @@ std::vector<std::string> expectation_mismatches(const SourceHandle& source, cons
   return out;
 }
 
-void check_expectations(const SourceHandle& source, const DataExpectations& expected) {
+void check_expectations(const instance::DataSource& source, const DataExpectations& expected) {
   const std::vector<std::string> mismatches = expectation_mismatches(source, expected);
   if (mismatches.empty()) return;
   std::string message = "dataset " + source.label() + " does not match the recipe:";

@@ -78,7 +78,7 @@ double PairBatch::flip_fraction() const {
 }
 
 struct PairReader::Impl {
-  SourceHandle& source;
+  instance::DataSource& source;
   ReaderOptions options;
   std::vector<uint64_t> pair_ids;        // by data set index
   std::vector<std::string> read_names;   // tensors asked of the source
@@ -101,7 +101,7 @@ struct PairReader::Impl {
   bool stop = false;
   double waited = 0.0;
 
-  Impl(SourceHandle& s, ReaderOptions o) : source(s), options(std::move(o)) {}
+  Impl(instance::DataSource& s, ReaderOptions o) : source(s), options(std::move(o)) {}
 
   uint64_t usable() const {
     const uint64_t n = source.pair_count();
@@ -163,7 +163,7 @@ struct PairReader::Impl {
         batch.caption_dropped[i] = hash_uniform(options.seed, batch.pair_ids[i], kDropoutStream + epoch) < options.caption_dropout;
       if (options.flips != nullptr) batch.flipped[i] = options.flips->flipped(batch.indices[i]) ? 1 : 0;
     }
-    std::vector<SourceHandle::Output> outputs;
+    std::vector<instance::DataSource::Output> outputs;
     batch.tensors.resize(read_names.size());
     for (size_t t = 0; t < read_names.size(); ++t) {
       const prefdiff::sdk::TensorSpec& spec = *source.find(read_names[t]);
@@ -248,7 +248,7 @@ struct PairReader::Impl {
   }
 };
 
-PairReader::PairReader(SourceHandle& source, ReaderOptions options) : impl_(std::make_unique<Impl>(source, std::move(options))) {
+PairReader::PairReader(instance::DataSource& source, ReaderOptions options) : impl_(std::make_unique<Impl>(source, std::move(options))) {
   Impl& s = *impl_;
   const ReaderOptions& o = s.options;
   const std::string where = "data reader on " + source.label();

@@ -1,4 +1,4 @@
-// UNet2DConditionModel vs diffusers' own outputs (../shared/golden/unet_*_tiny): forward, intermediates,
+// UNet2DConditionModel vs diffusers' own outputs (golden unet_*_tiny/, tests/golden/generate.py): forward, intermediates,
 // input and parameter gradients, in float32 and float64, with and without checkpointing / channels-last.
 // Shapes and the list of compared tensors come from the files, so other reference sets work unchanged.
 #include <ATen/ATen.h>
@@ -27,7 +27,7 @@ struct Mode {
 
 void run_case(const std::string& name, Mode mode) {
   auto dir = golden_dir() / name;
-  ASSERT_TRUE(std::filesystem::exists(dir)) << dir << " missing; set PREFDIFF_GOLDEN_DIR";
+  ASSERT_TRUE(std::filesystem::exists(dir)) << dir << " is missing. " << golden_hint();
   auto dtype = mode.f64 ? at::kDouble : at::kFloat;
   const TestTarget target = test_target();  // env PREFDIFF_TEST_DEVICE / PREFDIFF_TEST_DTYPE; default CPU float32
   if (target.bf16 && mode.f64) GTEST_SKIP() << "float64 case: not run under bfloat16 autocast";

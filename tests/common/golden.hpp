@@ -4,17 +4,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
 #include <string>
 
-namespace prefdiff::testing {
+#include "common/golden_path.hpp"
 
-// $PREFDIFF_GOLDEN_DIR, else <repo>/../shared/golden (PREFDIFF_SOURCE_DIR is the repo root).
-inline std::filesystem::path golden_dir() {
-  if (const char* env = std::getenv("PREFDIFF_GOLDEN_DIR"); env && *env) return env;
-  return std::filesystem::path(PREFDIFF_SOURCE_DIR) / ".." / "shared" / "golden";
-}
+namespace prefdiff::testing {
 
 struct Diff {
   double max_abs = 0;      // max |a-b|

@@ -21,7 +21,8 @@ using prefdiff::test::TempDir;
 
 namespace {
 
-const std::string kImageReward = std::string(PREFDIFF_TEST_SHARED_DATA) + "/imagereward_test.json";
+// The real ImageReward test rankings, in the repository with their provenance (tests/fixtures/public/README.md).
+const std::string kImageReward = std::string(PREFDIFF_TEST_PUBLIC_DATA) + "/imagereward_test.json";
 
 struct Shell {
   int status;
@@ -52,7 +53,7 @@ ImportOptions options_for(const std::string& output) {
 }  // namespace
 
 TEST(ImageRewardImport, RealFileCountsMatchAnIndependentCount) {
-  ASSERT_TRUE(std::filesystem::exists(kImageReward)) << kImageReward << " is missing; set PREFDIFF_SHARED_DATA_DIR";
+  ASSERT_TRUE(std::filesystem::exists(kImageReward)) << kImageReward << " is missing from the clone (git status?)";
   // Independent reference: count straight from the JSON.
   std::ifstream in(kImageReward);
   const nlohmann::json records = nlohmann::json::parse(in);
@@ -69,7 +70,7 @@ TEST(ImageRewardImport, RealFileCountsMatchAnIndependentCount) {
     captions.insert(r["prompt"].get<std::string>());
     caption_of[r["id"].get<std::string>()] = r["prompt"].get<std::string>();
   }
-  ASSERT_EQ(records.size(), 466u);  // the numbers data/README.md gives for this file
+  ASSERT_EQ(records.size(), 466u);  // the numbers tests/fixtures/public/README.md gives for this file
   ASSERT_EQ(strict, 6399u);
   ASSERT_EQ(ties, 831u);
 

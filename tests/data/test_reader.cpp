@@ -11,7 +11,9 @@
 #include "flip_report.hpp"
 #include "noise_harness.hpp"
 #include "prefdiff/data/half.hpp"
+#include "prefdiff/data/hdf5_pairs_source.hpp"
 #include "prefdiff/data/pair_reader.hpp"
+#include "prefdiff/instance/noise_instance.hpp"
 #include "shard_fixture.hpp"
 
 using namespace prefdiff::data;
@@ -22,10 +24,21 @@ using prefdiff::test::write_test_shard;
 
 namespace {
 
+using prefdiff::instance::Value;
+
+// A noise injector from its shipped library, through the plugin-instance layer as the host makes it.
+std::unique_ptr<prefdiff::instance::NoiseInstance> noise_instance(const std::string& file,
+                                                                  const std::vector<prefdiff::instance::GivenParam>& params,
+                                                                  const pd_host_services* host = nullptr) {
+  namespace instance = prefdiff::instance;
+  const instance::PluginLibrary library = instance::load_library(std::string(PREFDIFF_TEST_PLUGIN_DIR) + "/" + file, host);
+  return std::make_unique<instance::NoiseInstance>(library, instance::resolve_or_throw(library, params), host);
+}
+
 struct Fixture {
   TempDir dir;
   ShardContents contents;
-  std::unique_ptr<SourceHandle> source;
+  std::unique_ptr<prefdiff::instance::DataSource> source;
   explicit Fixture(uint64_t pairs = 103) {
     ShardSpec spec;
     spec.pairs = pairs;
@@ -236,9 +249,9 @@ TEST(FlipsThroughTheReader, SamePairsFlipAcrossEpochsRanksResumesAndObjectives) 
   const uint64_t seed = 7;
   const double rate = 0.3;
   auto make_table = [&] {
-    prefdiff::test::NoiseInstance noise("libprefdiff_noise_label_flip.so",
-                                        prefdiff::test::ParamList().number("rate", rate).integer("seed", static_cast<long long>(seed)));
-    return FlipTable::decide(*f.source, noise.functions(), noise.instance());
+    auto noise = noise_instance("libprefdiff_noise_label_flip.so",
+                                {{"rate", Value::real(rate), "", ""}, {"seed", Value::whole(static_cast<int64_t>(seed)), "", ""}});
+    return FlipTable::decide(*f.source, *noise);
   };
   const FlipTable table = make_table();
   EXPECT_EQ(make_table().mask(), table.mask());  // a second objective's run builds the same table
@@ -279,16 +292,16 @@ TEST(FlipsThroughTheReader, SamePairsFlipAcrossEpochsRanksResumesAndObjectives) 
 TEST(FlipsThroughTheReader, ExactAndMetadataDrivenInjectorsSeeTheWholeDataSet) {
   Fixture f(500);
   prefdiff::test::RecordingHost host;
-  prefdiff::test::NoiseInstance exact("libprefdiff_noise_label_flip.so",
-                                      prefdiff::test::ParamList().number("rate", 0.2).string("mode", "exact"), &host.services);
-  const FlipTable table = FlipTable::decide(*f.source, exact.functions(), exact.instance());
+  auto exact = noise_instance("libprefdiff_noise_label_flip.so",
+                              {{"rate", Value::real(0.2), "", ""}, {"mode", Value::string("exact"), "", ""}}, &host.services);
+  const FlipTable table = FlipTable::decide(*f.source, *exact);
   EXPECT_EQ(table.flipped_count(), 100u);
   EXPECT_DOUBLE_EQ(host.metrics["label-flip/flip_fraction"], 0.2);
 
   // ambiguity-flip reads the shard's "margin" column (0..3 by row): margin-0 pairs flip most.
-  prefdiff::test::NoiseInstance ambiguity("libprefdiff_noise_ambiguity_flip.so",
-                                          prefdiff::test::ParamList().number("temperature", 0.5).number("max_rate", 0.5));
-  const FlipTable by_margin = FlipTable::decide(*f.source, ambiguity.functions(), ambiguity.instance());
+  auto ambiguity = noise_instance("libprefdiff_noise_ambiguity_flip.so",
+                                  {{"temperature", Value::real(0.5), "", ""}, {"max_rate", Value::real(0.5), "", ""}});
+  const FlipTable by_margin = FlipTable::decide(*f.source, *ambiguity);
   size_t flips_at[4] = {0, 0, 0, 0};
   for (uint64_t i = 0; i < 500; ++i) flips_at[i % 4] += by_margin.flipped(i);
   EXPECT_GT(flips_at[0], flips_at[2]);

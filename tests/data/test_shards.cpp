@@ -15,7 +15,8 @@
 #include "prefdiff/data/shard_file.hpp"
 #include "prefdiff/data/shard_set.hpp"
 #include "prefdiff/data/shard_validate.hpp"
-#include "prefdiff/data/source_handle.hpp"
+#include "prefdiff/data/hdf5_pairs_source.hpp"
+#include "prefdiff/instance/data_source.hpp"
 #include "shard_fixture.hpp"
 
 using namespace prefdiff::data;
@@ -101,7 +102,7 @@ TEST(ShardRoundTrip, ShardFileReadsBackEverythingWritten) {
 }
 
 // The same checks through the dataset ABI, once in-process and once through the plugin library.
-void check_source(SourceHandle& source, const ShardContents& c) {
+void check_source(prefdiff::instance::DataSource& source, const ShardContents& c) {
   EXPECT_EQ(source.pair_count(), c.pair_ids.size());
   EXPECT_EQ(source.attribute("backbone_family"), "tiny");
   EXPECT_EQ(source.attribute("latent_shape"), "4x4x4");
@@ -150,11 +151,12 @@ TEST(ShardRoundTrip, BuiltInSourceServesTheDatasetAbi) {
 TEST(ShardRoundTrip, PluginLibraryServesTheDatasetAbi) {
   TempDir dir;
   const ShardContents c = write_test_shard(dir.file("a.h5"));
-  prefdiff::test::PluginLibrary library("libprefdiff_dataset_hdf5_pairs.so");
-  EXPECT_EQ(library.descriptor()->kind, static_cast<uint32_t>(PD_KIND_DATASET));
-  prefdiff::test::ParamList params;
-  params.string("shards", c.path);
-  SourceHandle source(library.descriptor(), nullptr, params.values(library.descriptor()));
+  namespace instance = prefdiff::instance;
+  const instance::PluginLibrary library =
+      instance::load_library(std::string(PREFDIFF_TEST_PLUGIN_DIR) + "/libprefdiff_dataset_hdf5_pairs.so", nullptr);
+  EXPECT_EQ(library.kind(), PD_KIND_DATASET);
+  instance::DataSource source(library, instance::resolve_or_throw(library, {{"shards", instance::Value::string(c.path), "", ""}}),
+                              nullptr);
   check_source(source, c);
 }
 

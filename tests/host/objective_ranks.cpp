@@ -8,7 +8,7 @@
 #include <cstring>
 #include <unistd.h>
 
-#include "prefdiff/host/distributed.hpp"
+#include "prefdiff/torch_host/distributed.hpp"
 #include "prefdiff/host/objective_set.hpp"
 
 using namespace prefdiff;

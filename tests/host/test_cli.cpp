@@ -92,6 +92,122 @@ TEST(Cli, MissingRecipeFileIsAnError) {
   EXPECT_NE(r.output.find("recipe file '/nonexistent/recipe.toml' does not exist"), std::string::npos) << r.output;
 }
 
+// ---- plugins that break the contract are named, never a silent crash or a silent exit 0
+
+namespace {
+
+Result run_with(const std::string& plugin_folder, const std::string& args) {
+  return run(std::string("--plugin-path ") + TEST_PLUGIN_ROOT + "/" + plugin_folder + " " + args);
+}
+
+void expect_contains(const Result& r, const std::string& part) {
+  EXPECT_NE(r.output.find(part), std::string::npos) << "expected '" << part << "' in:\n" << r.output;
+}
+
+}  // namespace
+
+TEST(CliPluginFaults, NullFunctionPointerIsRefusedAtLoadNamingTheFunction) {
+  const std::string broken = std::string(TEST_PLUGIN_ROOT) + "/broken_null_function/libbroken_null_function.so";
+  for (const std::string& args : {std::string("plugins list"), "plugins check " + broken, "plugins eval " + broken + " --margins 0",
+                                  "recipe validate " + kGood + "objective_without_params.toml objective.id=broken",
+                                  "train " + kGood + "objective_without_params.toml objective.id=broken --dry-run"}) {
+    const Result r = run_with("broken_null_function", args);
+    EXPECT_NE(r.code, 0) << args << "\n" << r.output;
+    EXPECT_LT(r.code, 128) << "killed by a signal: " << args << "\n" << r.output;
+    expect_contains(r, "libbroken_null_function.so");
+    expect_contains(r, "objective 'broken' leaves 'create' NULL in its function table");
+  }
+}
+
+TEST(CliPluginFaults, ACrashingPluginFailsItsCheckByName) {
+  for (const auto& [folder, signal] : {std::pair<std::string, std::string>{"misbehaving_segv", "SIGSEGV"},
+                                       {"misbehaving_abort", "SIGABRT"}}) {
+    const std::string id = "misbehaving-" + folder.substr(12);
+    const Result r = run_with(folder, "plugins check " + id);
+    EXPECT_EQ(r.code, 4) << r.output;
+    expect_contains(r, "FAIL the plugin keeps the process alive");
+    expect_contains(r, "fatal signal " + signal);
+    expect_contains(r, "objective '" + id + "'");
+    expect_contains(r, "during evaluate()");
+    expect_contains(r, "PASS descriptor");  // the checks before the crash are kept
+  }
+}
+
+TEST(CliPluginFaults, AnExitInsideAPluginIsNeverSuccess) {
+  Result r = run_with("misbehaving_exit", "plugins check misbehaving-exit");
+  EXPECT_EQ(r.code, 4) << r.output;
+  expect_contains(r, "objective 'misbehaving-exit'");
+  expect_contains(r, "called exit(0) during evaluate()");
+  // A load-time constructor that calls exit(0): every command that scans the plugin path says which file.
+  for (const std::string& args : {std::string("plugins list"), "recipe validate " + kGood + "variant.toml",
+                                  "train " + kGood + "variant.toml --dry-run"}) {
+    r = run_with("misbehaving_exit_when_loaded", args);
+    EXPECT_EQ(r.code, 4) << args << "\n" << r.output;
+    expect_contains(r, "libmisbehaving_exit_when_loaded.so");
+    expect_contains(r, "called exit(0) during dlopen");
+  }
+}
+
+TEST(CliPluginFaults, EscapedExceptionsNameThePluginAndTheCall) {
+  Result r = run_with("misbehaving_throw_in_entry", "plugins list");
+  EXPECT_EQ(r.code, 4) << r.output;
+  expect_contains(r, "libmisbehaving_throw_in_entry.so");
+  expect_contains(r, "let a C++ exception (the misbehaving plugin throws out of its entry point) escape from its entry point");
+  r = run_with("misbehaving_throw", "plugins eval misbehaving-throw --margins 0,1");
+  EXPECT_EQ(r.code, 4) << r.output;
+  expect_contains(r, "objective 'misbehaving-throw'");
+  expect_contains(r, "escape from evaluate()");
+}
+
+// ---- recipe validation: paths, list form, bounded output
+
+TEST(CliRecipeChecks, MissingModelAndShardsAreRefusedBeforeAnythingRuns) {
+  const std::string sd15 = std::string(PREFDIFF_SOURCE_DIR) + "/recipes/sd15/dpo.toml";
+  for (const std::string& command : {std::string("recipe validate "), std::string("train --dry-run ")}) {
+    const Result r = run(command + sd15);
+    EXPECT_EQ(r.code, 3) << r.output;
+    expect_contains(r, "[backbone] pretrained = ");
+    expect_contains(r, "does not exist");
+    expect_contains(r, "[data] 'hdf5-pairs' key 'shards'");
+    expect_contains(r, "matches no file");
+  }
+  const std::string empty = ::testing::TempDir() + "/prefdiff_empty_recipe.toml";
+  std::fclose(std::fopen(empty.c_str(), "w"));
+  const Result r = run("recipe validate " + empty);
+  EXPECT_EQ(r.code, 3) << r.output;
+  expect_contains(r, "[backbone] has no weights");
+  expect_contains(r, "key 'shards' is empty");
+  std::remove(empty.c_str());
+}
+
+TEST(CliRecipeChecks, ASingleObjectiveTableIsEntryZeroOfTheListForm) {
+  Result r = run("recipe show " + kGood + "variant.toml objective.0.scale=0.75");
+  EXPECT_EQ(r.code, 0) << r.output;
+  expect_contains(r, "scale = 0.75");
+  r = run("recipe validate " + kGood + "variant.toml objective.1.scale=0.75");
+  EXPECT_EQ(r.code, 3) << r.output;
+  expect_contains(r, "'objective' is a single [objective] table, so it has only entry 0");
+  expect_contains(r, "several [[objective]] tables");
+}
+
+TEST(CliRecipeChecks, ThousandsOfUnknownKeysPrintTheFirstHundredAndACount) {
+  const std::string file = ::testing::TempDir() + "/prefdiff_many_keys.toml";
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    std::fprintf(f, "extends = \"%sbase.toml\"\n[train]\n", kGood.c_str());
+    for (int i = 0; i < 20000; ++i) std::fprintf(f, "unknown_%05d = %d\n", i, i);
+    std::fclose(f);
+  }
+  const Result r = run("recipe validate " + file);
+  EXPECT_EQ(r.code, 3) << r.output.substr(0, 2000);
+  size_t lines = 0;
+  for (char c : r.output) lines += c == '\n' ? 1 : 0;
+  EXPECT_LE(lines, 110u) << r.output.substr(0, 2000);
+  expect_contains(r, "prefdiff_many_keys.toml:3:17: error: [train] unknown key 'unknown_00000'");
+  expect_contains(r, "... and 19900 more problem(s) not shown (20000 in all)");
+  std::remove(file.c_str());
+}
+
 // Issue 20: `data validate` exited 2 (the usage status) on a bad shard, while its help and the docs say 1.
 TEST(Cli, DataValidateExitsOneOnABadShard) {
   if (run("data --help").code != 0) GTEST_SKIP() << "this build has no `data` commands";

@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "prefdiff/host/distributed.hpp"
+#include "prefdiff/torch_host/distributed.hpp"
 
 namespace {
 

@@ -1,6 +1,7 @@
 // Every way a plugin library can be wrong is refused with a message naming the file and the fix.
 #include <gtest/gtest.h>
 
+#include "prefdiff/host/host_services.hpp"
 #include "prefdiff/host/objective_set.hpp"
 #include "prefdiff/host/plugin_registry.hpp"
 
@@ -13,7 +14,7 @@ std::string plugin_file(const std::string& name) { return plugin_dir(name) + "/l
 
 std::string load_error(const std::string& path) {
   try {
-    load_plugin_library(path);
+    instance::load_library(path, host_services());
   } catch (const PluginLoadError& e) {
     return e.what();
   }
@@ -27,12 +28,12 @@ void expect_contains(const std::string& text, const std::string& part) {
 }  // namespace
 
 TEST(PluginLoader, LoadsAValidPluginWithItsSchema) {
-  LoadedPlugin plugin = load_plugin_library(plugin_file("test_objective"));
+  const PluginLibrary plugin = instance::load_library(plugin_file("test_objective"), host_services());
   EXPECT_EQ(plugin.id(), "test-objective");
   EXPECT_EQ(plugin.kind(), PD_KIND_OBJECTIVE);
   ASSERT_NE(plugin.param("scale"), nullptr);
   EXPECT_EQ(plugin.param("scale")->describe_range(), "[0, 1)");
-  EXPECT_TRUE(plugin.param("table_path")->default_value.is_null());
+  EXPECT_FALSE(plugin.param("table_path")->default_value);
 }
 
 TEST(PluginLoader, RefusesAFileThatIsNotASharedLibrary) {
@@ -72,9 +73,9 @@ TEST(PluginLoader, PassesThroughTheEntryPointsOwnMessage) {
 }
 
 TEST(PluginLoader, PassesThroughAThrowingCreatesMessage) {
-  LoadedPlugin plugin = load_plugin_library(plugin_file("test_throwing"));
+  const PluginLibrary plugin = instance::load_library(plugin_file("test_throwing"), host_services());
   try {
-    ObjectiveInstance instance(plugin, nlohmann::json{{"scale", 0.25}});
+    instance::ObjectiveInstance objective(plugin, instance::resolve_or_throw(plugin, {{"scale", instance::Value::real(0.25), "", ""}}));
     FAIL() << "create should have failed";
   } catch (const std::runtime_error& e) {
     expect_contains(e.what(), "objective 'test-throwing' refused its parameters");
@@ -108,28 +109,32 @@ TEST(PluginRegistry, CollectsEveryBrokenPluginAndKeepsTheGoodOnes) {
 TEST(ObjectiveSet, ForwardsTheGlobalCountAndWordsStateFailures) {
   PluginRegistry registry;
   registry.scan({plugin_dir("test_state_fails")});
-  ObjectiveInstance instance(*registry.find("test-state-fails"), nlohmann::json::object());
+  const PluginLibrary& plugin = *registry.find("test-state-fails");
+  instance::ObjectiveInstance objective(plugin, instance::resolve_or_throw(plugin, {}));
   ObjectiveInputs in;
   in.model_w = {0.10, 0.20};
   in.model_l = {0.12, 0.18};
   in.ref_w = {0.11, 0.19};
   in.ref_l = {0.11, 0.19};
-  ObjectiveOutputs out;
-  instance.evaluate(in, out);
-  EXPECT_EQ(out.diagnostics.at("global_count"), 2.0);  // 0: this batch is the whole batch
+  const auto global_count = [&] {
+    const instance::Evaluation e = objective.evaluate(in);
+    for (size_t d = 0; d < objective.diagnostic_names().size(); ++d)
+      if (objective.diagnostic_names()[d] == "global_count") return e.diagnostics[d];
+    return -1.0;
+  };
+  EXPECT_EQ(global_count(), 2.0);  // 0: this batch is the whole batch
   in.global_count = 6;
-  instance.evaluate(in, out);
-  EXPECT_EQ(out.diagnostics.at("global_count"), 6.0);
+  EXPECT_EQ(global_count(), 6.0);
 
-  ASSERT_TRUE(instance.stateful());
+  ASSERT_TRUE(objective.stateful());
   try {
-    instance.save_state();
+    objective.save_state();
     FAIL() << "expected a save_state failure";
   } catch (const std::runtime_error& e) {
     expect_contains(e.what(), "objective 'test-state-fails' could not save its state: the test state cannot be saved");
   }
   try {
-    instance.load_state("anything");
+    objective.load_state("anything");
     FAIL() << "expected a load_state failure";
   } catch (const std::runtime_error& e) {
     expect_contains(e.what(), "objective 'test-state-fails' could not load its state: the test state cannot be loaded");

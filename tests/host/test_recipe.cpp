@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "prefdiff/host/recipe.hpp"
+#include "prefdiff/recipe/recipe.hpp"
 
 using namespace prefdiff;
 namespace fs = std::filesystem;

@@ -1,9 +1,34 @@
 #include <gtest/gtest.h>
 
-#include "prefdiff/host/did_you_mean.hpp"
-#include "prefdiff/host/schema.hpp"
+#include "prefdiff/host/param_json.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
+#include "prefdiff/instance/params.hpp"
 
 using namespace prefdiff;
+using instance::ParamSpec;
+using instance::ValueType;
+
+namespace {
+
+// A JSON value as the recipe gives it to the resolver.
+std::optional<std::string> check_value(const ParamSpec& spec, const nlohmann::json& value) {
+  return instance::check_value(spec, value_from_json(value));
+}
+
+ParamSpec spec(std::string name, ValueType type, const nlohmann::json& default_value, double min, double max,
+               uint32_t bounds, std::vector<std::string> choices) {
+  ParamSpec k;
+  k.name = std::move(name);
+  k.type = type;
+  k.default_value = value_from_json(default_value);
+  k.min = min;
+  k.max = max;
+  k.bounds = bounds;
+  k.choices = std::move(choices);
+  return k;
+}
+
+}  // namespace
 
 TEST(DidYouMean, SuggestsCloseWordsOnly) {
   EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
@@ -14,7 +39,7 @@ TEST(DidYouMean, SuggestsCloseWordsOnly) {
 }
 
 TEST(Schema, RangesAreCheckedWithTheirBoundsKind) {
-  KeySpec eps;
+  ParamSpec eps;
   eps.name = "eps";
   eps.type = ValueType::Float;
   eps.min = 0;
@@ -34,33 +59,34 @@ TEST(Schema, RangesAreCheckedWithTheirBoundsKind) {
 }
 
 TEST(Schema, IntegersBooleansStringsAndChoices) {
-  KeySpec steps{"steps", ValueType::Int, "", 10, 1, 0, PD_PARAM_HAS_MIN, {}, ""};
+  const ParamSpec steps = spec("steps", ValueType::Int, 10, 1, 0, PD_PARAM_HAS_MIN, {});
   EXPECT_FALSE(check_value(steps, 3));
   EXPECT_TRUE(check_value(steps, 3.5));
   EXPECT_TRUE(check_value(steps, 0));
-  KeySpec mode{"mode", ValueType::String, "", "a", 0, 0, 0, {"a", "b"}, ""};
+  const ParamSpec mode = spec("mode", ValueType::String, "a", 0, 0, 0, {"a", "b"});
   EXPECT_FALSE(check_value(mode, "b"));
   auto problem = check_value(mode, "c");
   ASSERT_TRUE(problem);
   EXPECT_EQ(*problem, "'c' is not allowed; expected one of a, b");
-  KeySpec flag{"flag", ValueType::Bool, "", false, 0, 0, 0, {}, ""};
+  const ParamSpec flag = spec("flag", ValueType::Bool, false, 0, 0, 0, {});
   EXPECT_TRUE(check_value(flag, 1));
-  KeySpec list{"paths", ValueType::StringList, "", nlohmann::json::array(), 0, 0, 0, {}, ""};
+  const ParamSpec list = spec("paths", ValueType::StringList, nlohmann::json::array(), 0, 0, 0, {});
   EXPECT_FALSE(check_value(list, nlohmann::json::array({"a", "b"})));
   EXPECT_TRUE(check_value(list, nlohmann::json::array({"a", 1})));
 }
 
 TEST(Schema, PluginSpecsConvertWithDefaultsAndOptional) {
-  pd_param_spec spec{};
-  spec.struct_size = sizeof(spec);
-  spec.type = PD_PARAM_STRING;
-  spec.name = "alpha_mode";
-  spec.default_string = "batch-mean";
-  spec.choices = "batch-mean|per-sample|fixed";
-  KeySpec key = key_spec_from_plugin(spec);
-  EXPECT_EQ(key.default_value, "batch-mean");
+  pd_param_spec plugin{};
+  plugin.struct_size = sizeof(plugin);
+  plugin.type = PD_PARAM_STRING;
+  plugin.name = "alpha_mode";
+  plugin.default_string = "batch-mean";
+  plugin.choices = "batch-mean|per-sample|fixed";
+  const ParamSpec key = instance::spec_from_plugin(plugin);
+  ASSERT_TRUE(key.default_value);
+  EXPECT_EQ(key.default_value->text, "batch-mean");
   EXPECT_EQ(key.choices.size(), 3u);
-  spec.type = PD_PARAM_FLOAT;
-  spec.bounds = PD_PARAM_OPTIONAL;
-  EXPECT_TRUE(key_spec_from_plugin(spec).default_value.is_null());
+  plugin.type = PD_PARAM_FLOAT;
+  plugin.bounds = PD_PARAM_OPTIONAL;
+  EXPECT_FALSE(instance::spec_from_plugin(plugin).default_value);
 }

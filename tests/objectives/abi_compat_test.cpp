@@ -34,9 +34,10 @@ pc::Batch realistic_batch(size_t n, uint64_t seed) {
 
 // Calls evaluate() through the raw function table with pd_objective_inputs.struct_size = `size`, as a host
 // built for another minor version would.
-pc::Evaluation evaluate_with_inputs_size(const pd_plugin_descriptor& plugin, const pc::Batch& batch, uint32_t size) {
-  const pd_objective_functions& f = pc::objective_functions(plugin);
-  const std::vector<pd_param_value> params = pc::resolve_params(plugin, {});
+pc::Evaluation evaluate_with_inputs_size(const pc::PluginLibrary& plugin, const pc::Batch& batch, uint32_t size) {
+  const pd_objective_functions& f = *static_cast<const pd_objective_functions*>(plugin.descriptor->functions);
+  const pc::ParamSet resolved = pc::resolve_params(plugin, {});
+  const std::vector<pd_param_value>& params = resolved.abi();
   prefdiff::sdk::ErrorBuffer error;
   pd_instance* instance = nullptr;
   EXPECT_EQ(f.create(pc::default_host_services(), params.data(), static_cast<uint32_t>(params.size()), &instance,
@@ -81,28 +82,26 @@ void expect_same(const pc::Evaluation& a, const pc::Evaluation& b, const std::st
   }
 }
 
-const pd_plugin_descriptor& legacy() {
-  return *pc::load_plugin(std::string(PREFDIFF_LEGACY_PLUGIN_DIR) + "/liblegacy_dpo.so").descriptor;
-}
+pc::PluginLibrary legacy() { return pc::load_plugin(std::string(PREFDIFF_LEGACY_PLUGIN_DIR) + "/liblegacy_dpo.so"); }
 
 TEST(AbiCompat, APluginBuiltForAbi10LoadsPassesTheKitAndComputesAsBefore) {
-  const pd_plugin_descriptor& old = legacy();
-  EXPECT_EQ(old.abi_major, 1u);
-  EXPECT_EQ(old.abi_minor, 0u);
+  const pc::PluginLibrary old = legacy();
+  EXPECT_EQ(old.descriptor->abi_major, 1u);
+  EXPECT_EQ(old.descriptor->abi_minor, 0u);
   EXPECT_EQ(PD_ABI_MINOR, 1u);
-  const pc::Report report = pc::check_objective(old, {});
+  const pc::Report report = pc::check_objective(old);
   EXPECT_TRUE(report.passed()) << report.text();
   // Called with the 1.1 inputs (96 bytes, inner products set): it reads only its 1.0 prefix.
   const pc::Batch batch = realistic_batch(40, 1);
   pc::ObjectiveInstance a(old, pc::resolve_params(old, {}));
   pc::ObjectiveInstance b(objective("dpo"), pc::resolve_params(objective("dpo"), {}));
-  expect_same(a.evaluate(batch), b.evaluate(batch), "legacy-dpo vs dpo");
+  expect_same(a.try_evaluate(batch), b.try_evaluate(batch), "legacy-dpo vs dpo");
 }
 
 TEST(AbiCompat, A11PluginReadsTheSmallerInputsOfA10Host) {
   const pc::Batch batch = realistic_batch(24, 2);
   for (const char* stem : {"dpo", "ipo", "dmpo", "mapo", "alpha_dpo", "holder_dpo"}) {
-    const pd_plugin_descriptor& plugin = objective(stem);
+    const pc::PluginLibrary plugin = objective(stem);
     expect_same(evaluate_with_inputs_size(plugin, batch, kInputsSize_1_0),
                 evaluate_with_inputs_size(plugin, batch, sizeof(pd_objective_inputs)), stem);
   }
@@ -143,18 +142,18 @@ TEST(AbiCompat, OnlyReferenceFreeObjectivesAcceptNoReference) {
   bare.ref_w.clear();
   bare.ref_l.clear();
   pc::ObjectiveInstance mapo(objective("mapo"), pc::resolve_params(objective("mapo"), {}));
-  expect_same(mapo.evaluate(batch), mapo.evaluate(bare), "mapo without references");
-  EXPECT_TRUE(objective("mapo").capabilities & PD_CAP_REFERENCE_FREE);
+  expect_same(mapo.try_evaluate(batch), mapo.try_evaluate(bare), "mapo without references");
+  EXPECT_TRUE(objective("mapo").descriptor->capabilities & PD_CAP_REFERENCE_FREE);
   for (const char* stem : {"dpo", "ipo", "dmpo", "sdpo"}) {
-    EXPECT_FALSE(objective(stem).capabilities & PD_CAP_REFERENCE_FREE) << stem;
+    EXPECT_FALSE(objective(stem).descriptor->capabilities & PD_CAP_REFERENCE_FREE) << stem;
     pc::ObjectiveInstance instance(objective(stem), pc::resolve_params(objective(stem), {}));
-    const pc::Evaluation e = instance.evaluate(bare);
+    const pc::Evaluation e = instance.try_evaluate(bare);
     EXPECT_EQ(e.status, PD_ERR_INVALID_ARGUMENT) << stem;
     EXPECT_NE(e.message.find("PD_CAP_REFERENCE_FREE"), std::string::npos) << e.message;
   }
   pc::Batch half = batch;
   half.ref_l.clear();
-  const pc::Evaluation e = mapo.evaluate(half);
+  const pc::Evaluation e = mapo.try_evaluate(half);
   EXPECT_EQ(e.status, PD_ERR_INVALID_ARGUMENT);
   EXPECT_NE(e.message.find("both or neither"), std::string::npos) << e.message;
 }
@@ -164,17 +163,17 @@ TEST(AbiCompat, InnerProductsAreRequiredWhereDeclaredAndIgnoredElsewhere) {
   bare.error_ww.clear();
   bare.error_wl.clear();
   bare.error_ll.clear();
-  EXPECT_TRUE(objective("sdpo").capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS);
+  EXPECT_TRUE(objective("sdpo").descriptor->capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS);
   pc::ObjectiveInstance sdpo(objective("sdpo"), pc::resolve_params(objective("sdpo"), {}));
-  const pc::Evaluation e = sdpo.evaluate(bare);
+  const pc::Evaluation e = sdpo.try_evaluate(bare);
   EXPECT_EQ(e.status, PD_ERR_INVALID_ARGUMENT);
   EXPECT_NE(e.message.find("error_ww/error_wl/error_ll"), std::string::npos) << e.message;
   // A NaN in an inner product an objective does not read is no error of its inputs.
   pc::Batch poisoned = batch;
   poisoned.error_wl[2] = NAN;
   pc::ObjectiveInstance dpo(objective("dpo"), pc::resolve_params(objective("dpo"), {}));
-  expect_same(dpo.evaluate(poisoned), dpo.evaluate(bare), "dpo ignores the inner products");
-  EXPECT_EQ(sdpo.evaluate(poisoned).status, PD_ERR_NON_FINITE);
+  expect_same(dpo.try_evaluate(poisoned), dpo.try_evaluate(bare), "dpo ignores the inner products");
+  EXPECT_EQ(sdpo.try_evaluate(poisoned).status, PD_ERR_NON_FINITE);
 }
 
 }  // namespace

@@ -127,7 +127,7 @@ TEST(AlphaAccuracy, PerSampleIsFixedAlphaAtEachPair) {
 
 TEST(AlphaAccuracy, StartStepHoldsAlphaAtMu) {
   const std::vector<double> h = {-5, -1, 0, 0.5, 3};
-  const std::vector<pd_param_value> params = {integer("start_step", 10), real("mu", 0.9999)};
+  const pc::Params params = {integer("start_step", 10), real("mu", 0.9999)};
   const AtMargins before = evaluate("alpha_dpo", params, h, 9);
   const AtMargins after = evaluate("alpha_dpo", params, h, 10);
   EXPECT_EQ(before.diagnostics[0], 0.9999);

@@ -6,11 +6,14 @@
 namespace prefdiff_test {
 namespace {
 
-// The message create() gives for `params` (beta etc. filled with defaults), or "" if it succeeds.
-std::string refusal(const std::string& stem, const std::vector<pd_param_value>& params) {
-  const pd_plugin_descriptor& plugin = objective(stem);
+// The message create() gives for `params` (beta etc. filled with defaults), or "" if it succeeds. The
+// values reach create() unchecked, as from a direct C caller: the plugin must refuse them itself.
+std::string refusal(const std::string& stem, const pc::Params& params) {
+  const pc::PluginLibrary plugin = objective(stem);
+  pc::ParamSet values = resolve(plugin, {});
+  for (const pc::GivenParam& p : params) values.set(p.name, p.value);
   try {
-    pc::ObjectiveInstance instance(plugin, pc::resolve_params(plugin, params));
+    pc::ObjectiveInstance instance(plugin, values);
   } catch (const pc::PluginError& e) {
     EXPECT_EQ(e.status(), PD_ERR_INVALID_ARGUMENT);
     return e.what();
@@ -31,7 +34,8 @@ TEST(BadParams, RdpoEpsHalfDividesByZero) {
 }
 
 TEST(BadParams, RdpoSchemaCarriesTheRangeNote) {
-  const pd_plugin_descriptor& plugin = objective("rdpo");
+  const pc::PluginLibrary library = objective("rdpo");
+  const pd_plugin_descriptor& plugin = *library.descriptor;
   bool found = false;
   for (uint32_t k = 0; k < plugin.param_count; ++k)
     if (std::string(plugin.params[k].name) == "eps") {
@@ -91,8 +95,8 @@ TEST(BadParams, NonFiniteNumbersAndFractionalIntegers) {
     expect_mentions(refusal(stem, {real("beta", INFINITY)}), {"'beta'", "inf", "not a finite number"});
   expect_mentions(refusal("mapo", {real("beta_mapo", NAN)}), {"'beta_mapo'", "not a finite number"});
   expect_mentions(refusal("holder_dpo", {real("gamma", NAN)}), {"'gamma'", "not a finite number"});
-  pd_param_value fractional = integer("start_step", 0);
-  fractional.number = 2.7;
+  pc::GivenParam fractional = integer("start_step", 0);
+  fractional.value.number = 2.7;
   expect_mentions(refusal("alpha_dpo", {fractional}), {"'start_step'", "2.7", "not a whole number"});
 }
 
@@ -106,7 +110,7 @@ TEST(BadParams, GoodValuesAreAccepted) {
 
 TEST(BadParams, KitRefusesUnknownNamesWithTheKnownOnes) {
   try {
-    pc::resolve_params(objective("holder_dpo"), {real("gama", 2.0)});
+    resolve(objective("holder_dpo"), {real("gama", 2.0)});
     FAIL() << "unknown parameter accepted";
   } catch (const std::invalid_argument& e) {
     expect_mentions(e.what(), {"'gama'", "beta, gamma"});

@@ -43,7 +43,7 @@ pd_status all_reduce(void* context, double* values, size_t count, pd_error*) {
 }
 
 pd_host_services rank_services(TwoRankReducer* reducer, int rank) {
-  pd_host_services services = *pc::default_host_services();
+  pd_host_services services = *prefdiff::instance::default_host_services();
   services.context = reducer;
   services.all_reduce_sum = &all_reduce;
   services.rank = rank;
@@ -52,16 +52,15 @@ pd_host_services rank_services(TwoRankReducer* reducer, int rank) {
 }
 
 // Evaluates batches[0] on rank 0 and batches[1] on rank 1 at once; returns both ranks' results.
-std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector<pd_param_value>& params,
-                                      const pc::Batch (&batches)[2]) {
-  const pd_plugin_descriptor& plugin = objective(stem);
-  const std::vector<pd_param_value> resolved = pc::resolve_params(plugin, params);
+std::vector<pc::Evaluation> two_ranks(const std::string& stem, const pc::Params& params, const pc::Batch (&batches)[2]) {
+  const pc::PluginLibrary plugin = objective(stem);
+  const pc::ParamSet resolved = resolve(plugin, params);
   TwoRankReducer reducer;
   pd_host_services services[2] = {rank_services(&reducer, 0), rank_services(&reducer, 1)};
   std::vector<pc::Evaluation> out(2);
   auto run = [&](int rank) {
     pc::ObjectiveInstance instance(plugin, resolved, &services[rank]);
-    out[rank] = instance.evaluate(batches[rank]);
+    out[rank] = instance.try_evaluate(batches[rank]);
   };
   std::thread other(run, 1);
   run(0);
@@ -70,8 +69,8 @@ std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector
 }
 
 // `h` split as h[0..cut) on rank 0 and h[cut..) on rank 1.
-std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector<pd_param_value>& params,
-                                      const std::vector<double>& h, size_t cut) {
+std::vector<pc::Evaluation> two_ranks(const std::string& stem, const pc::Params& params, const std::vector<double>& h,
+                                      size_t cut) {
   const pc::Batch batches[2] = {batch_at(std::vector<double>(h.begin(), h.begin() + cut)),
                                 batch_at(std::vector<double>(h.begin() + cut, h.end()))};
   return two_ranks(stem, params, batches);
@@ -79,7 +78,7 @@ std::vector<pc::Evaluation> two_ranks(const std::string& stem, const std::vector
 
 TEST(BatchRanks, AlphaBatchMeanOverTwoRanksEqualsOneRank) {
   const std::vector<double> h = {-5, -1, 0, 0.5, 3};
-  const std::vector<pd_param_value> params = {real("beta", 2.0)};
+  const pc::Params params = {real("beta", 2.0)};
   const AtMargins one = evaluate("alpha_dpo", {}, h);
   const std::vector<pc::Evaluation> ranks = two_ranks("alpha_dpo", params, h, 3);
   for (int r = 0; r < 2; ++r) {
@@ -136,10 +135,10 @@ TEST(BatchRanks, SdpoLambdaOverTwoRanksEqualsOneRank) {
                        &pc::Batch::error_ww, &pc::Batch::error_wl, &pc::Batch::error_ll})
       (part.*field).push_back((whole.*field)[i]);
   }
-  const std::vector<pd_param_value> params = {real("beta", 2.0)};
-  const pd_plugin_descriptor& plugin = objective("sdpo");
+  const pc::Params params = {real("beta", 2.0)};
+  const pc::PluginLibrary plugin = objective("sdpo");
   pc::ObjectiveInstance single(plugin, pc::resolve_params(plugin, params));
-  const pc::Evaluation one = single.evaluate(whole);
+  const pc::Evaluation one = single.try_evaluate(whole);
   ASSERT_EQ(one.status, PD_OK) << one.message;
   ASSERT_GT(one.diagnostics[0], 0.0);
   ASSERT_LT(one.diagnostics[0], 1.0);

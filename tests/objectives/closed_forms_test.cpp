@@ -92,10 +92,10 @@ TEST(ClosedForms, CdpoAndRdpoAtEpsZeroAreDpoBitForBit) {
     // spread of h from about -1e4 to 1e4 at beta = 5000
     batch.model_w.push_back(rw + (ml - rl) + offset(rng) * std::pow(10.0, (i % 8) - 4.0));
   }
-  auto run = [&](const std::string& stem, std::vector<pd_param_value> params) {
-    const pd_plugin_descriptor& plugin = objective(stem);
-    pc::ObjectiveInstance instance(plugin, pc::resolve_params(plugin, params));
-    pc::Evaluation e = instance.evaluate(batch);
+  auto run = [&](const std::string& stem, pc::Params params) {
+    const pc::PluginLibrary plugin = objective(stem);
+    pc::ObjectiveInstance instance(plugin, resolve(plugin, params));
+    pc::Evaluation e = instance.try_evaluate(batch);
     EXPECT_EQ(e.status, PD_OK) << e.message;
     return e;
   };
@@ -118,9 +118,9 @@ TEST(ClosedForms, IpoIsMinimisedAtHalfWhateverBeta) {
   EXPECT_EQ(at.dloss_dh[2], 1.25);     // 2 (3 - 1/2) / 2^2
   EXPECT_EQ(at.dloss_dh[3], -2.25);
   // At another beta the target margin stays 1/2 and the loss scales as 1/beta^2.
-  const pd_plugin_descriptor& ipo = objective("ipo");
+  const pc::PluginLibrary ipo = objective("ipo");
   pc::ObjectiveInstance instance(ipo, pc::resolve_params(ipo, {real("beta", 5000.0)}));
-  const pc::Evaluation e = instance.evaluate(pc::Batch{{-1.0 / 5000.0}, {0.0}, {0.0}, {0.0}, {}, 0});  // h = 1/2
+  const pc::Evaluation e = instance.try_evaluate(pc::Batch{{-1.0 / 5000.0}, {0.0}, {0.0}, {0.0}, {}, 0});  // h = 1/2
   ASSERT_EQ(e.status, PD_OK) << e.message;
   EXPECT_LE(std::fabs(e.margin[0] - 0.5), 1e-15);
   EXPECT_LE(e.loss[0], 1e-37);
@@ -146,9 +146,9 @@ TEST(ClosedForms, DmpoPullsToLogOddsOfOneMinusAlphaAndIsBoundedAtBothEnds) {
 TEST(ClosedForms, MapoAtEqualErrorsIsTheWinnersErrorPlusBetaLog2) {
   // m_w = m_l = 0: psi = 1 on both, z = 0, l = beta log 2, psi'(0) = -1/2:
   // dl/dm_w = 1 + beta T s / 4, dl/dm_l = -beta T s / 4 (beta 0.1, T 1000, s 0.5: 13.5 and -12.5).
-  const pd_plugin_descriptor& mapo = objective("mapo");
+  const pc::PluginLibrary mapo = objective("mapo");
   pc::ObjectiveInstance instance(mapo, pc::resolve_params(mapo, {}));
-  const pc::Evaluation e = instance.evaluate(pc::Batch{{0.0, 0.4}, {0.0, 0.4}, {}, {}, {}, 0});
+  const pc::Evaluation e = instance.try_evaluate(pc::Batch{{0.0, 0.4}, {0.0, 0.4}, {}, {}, {}, 0});
   ASSERT_EQ(e.status, PD_OK) << e.message;
   EXPECT_EQ(e.margin[0], 0.0);
   EXPECT_LE(relative_error(e.loss[0], 0.1 * std::log(2.0)), 1e-16);

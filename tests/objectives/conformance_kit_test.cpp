@@ -13,7 +13,7 @@ bool check_failed(const pc::Report& report, const std::string& name) {
   return false;
 }
 
-void expect_passes(const std::string& stem, const std::vector<pd_param_value>& params) {
+void expect_passes(const std::string& stem, const pc::Params& params) {
   const pc::Report report = pc::check_objective(objective(stem), params);
   EXPECT_TRUE(report.passed()) << report.text();
   EXPECT_GE(report.checks.size(), 9u);
@@ -73,7 +73,7 @@ TEST(ConformanceKit, FailsOnBrokenObjectives) {
       {"naive_safeguard", "gradient vs finite differences"},
   };
   for (const auto& c : cases) {
-    const pc::Report report = pc::check_objective(broken(c.first), {});
+    const pc::Report report = pc::check_objective(broken(c.first));
     EXPECT_FALSE(report.passed()) << c.first << "\n" << report.text();
     EXPECT_TRUE(check_failed(report, c.second)) << c.first << " should fail '" << c.second << "'\n" << report.text();
     EXPECT_NE(report.text().find("FAILED"), std::string::npos);
@@ -82,16 +82,16 @@ TEST(ConformanceKit, FailsOnBrokenObjectives) {
 
 TEST(ConformanceKit, LoaderErrorsNameThePathAndTheProblem) {
   try {
-    pc::load_plugin("/nonexistent/libnothing.so");
+    prefdiff::instance::load_library("/nonexistent/libnothing.so", prefdiff::instance::default_host_services());
     FAIL();
-  } catch (const pc::PluginError& e) {
+  } catch (const prefdiff::instance::PluginLoadError& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/libnothing.so"), std::string::npos);
   }
   // A shared library that is not a plugin: the kit's own test binary has no entry point... use libm.
   try {
-    pc::load_plugin("libm.so.6");
+    prefdiff::instance::load_library("libm.so.6", prefdiff::instance::default_host_services());
     FAIL();
-  } catch (const pc::PluginError& e) {
+  } catch (const prefdiff::instance::PluginLoadError& e) {
     EXPECT_EQ(e.status(), PD_ERR_ABI_MISMATCH);
     EXPECT_NE(std::string(e.what()).find("prefdiff_plugin_entry"), std::string::npos);
   }
@@ -114,7 +114,7 @@ std::vector<double> json_array(const std::string& json, const std::string& key) 
 
 TEST(ConformanceKit, MarginsJsonMatchesTheSpecBatchMeanVector) {
   const std::vector<double> h = {-5, -1, 0, 0.5, 3};
-  const std::string json = pc::evaluate_margins_json(objective("alpha_dpo"), {}, h);
+  const std::string json = pc::evaluate_margins_json(objective("alpha_dpo"), pc::Params{}, h);
   EXPECT_NE(json.find("\"alpha_mode\": \"batch-mean\""), std::string::npos) << json;
   const std::vector<double> got_h = json_array(json, "h"), loss = json_array(json, "loss"),
                             dldh = json_array(json, "dloss_dh");

@@ -35,18 +35,18 @@ TEST(HolderContamination, ZeroForAnUninformativeModelAndMatchesTheDirectFormula)
 }
 
 TEST(HolderContamination, RunningEstimateCoversAllPairsAndSurvivesSaveLoad) {
-  const pd_plugin_descriptor& plugin = objective("holder_dpo");
-  const std::vector<pd_param_value> params = pc::resolve_params(plugin, {real("beta", 2.0)});
+  const pc::PluginLibrary plugin = objective("holder_dpo");
+  const pc::ParamSet params = resolve(plugin, {real("beta", 2.0)});
   const std::vector<double> first = {-2, 1, 3, 0.5}, second = {4, -6, 2.5};
   pc::ObjectiveInstance a(plugin, params);
-  ASSERT_EQ(a.evaluate(batch_at(first)).status, PD_OK);
+  ASSERT_EQ(a.try_evaluate(batch_at(first)).status, PD_OK);
   const std::string state = a.save_state();
   EXPECT_EQ(state.rfind("holder-dpo state v1\n", 0), 0u) << state;
 
   pc::ObjectiveInstance b(plugin, params);
   std::string message;
-  ASSERT_EQ(b.load_state(state, &message), PD_OK) << message;
-  const pc::Evaluation ea = a.evaluate(batch_at(second, 1)), eb = b.evaluate(batch_at(second, 1));
+  ASSERT_EQ(b.try_load_state(state, &message), PD_OK) << message;
+  const pc::Evaluation ea = a.try_evaluate(batch_at(second, 1)), eb = b.try_evaluate(batch_at(second, 1));
   EXPECT_EQ(ea.diagnostics, eb.diagnostics);
   std::vector<double> all = first;
   all.insert(all.end(), second.begin(), second.end());
@@ -54,10 +54,10 @@ TEST(HolderContamination, RunningEstimateCoversAllPairsAndSurvivesSaveLoad) {
   EXPECT_NEAR(ea.diagnostics[0], direct_estimate(second, 2.0), 1e-14);
 
   // A state from another gamma is refused: the running sums would mix two objectives.
-  pc::ObjectiveInstance c(plugin, pc::resolve_params(plugin, {real("gamma", 3.0)}));
-  EXPECT_EQ(c.load_state(state, &message), PD_ERR_INVALID_ARGUMENT);
+  pc::ObjectiveInstance c(plugin, resolve(plugin, {real("gamma", 3.0)}));
+  EXPECT_EQ(c.try_load_state(state, &message), PD_ERR_INVALID_ARGUMENT);
   EXPECT_NE(message.find("gamma"), std::string::npos) << message;
-  EXPECT_EQ(c.load_state("holder-dpo state v1\ngamma=0x1p+1\nsum_u_gamma=oops\n", &message), PD_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(c.try_load_state("holder-dpo state v1\ngamma=0x1p+1\nsum_u_gamma=oops\n", &message), PD_ERR_INVALID_ARGUMENT);
 }
 
 }  // namespace

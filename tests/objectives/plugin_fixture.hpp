@@ -21,23 +21,29 @@ inline std::string plugin_path(const std::string& file_stem) {
   return std::string(PREFDIFF_PLUGIN_DIR) + "/libprefdiff_objective_" + file_stem + ".so";
 }
 
-// The descriptor of a first-party objective, by library stem (dpo, cdpo, rdpo, holder_dpo, alpha_dpo).
-inline const pd_plugin_descriptor& objective(const std::string& file_stem) {
-  return *pc::load_plugin(plugin_path(file_stem)).descriptor;
+// A first-party objective, by library stem (dpo, cdpo, rdpo, holder_dpo, alpha_dpo), through the one loader.
+inline pc::PluginLibrary objective(const std::string& file_stem) {
+  return prefdiff::instance::load_library(plugin_path(file_stem), prefdiff::instance::default_host_services());
 }
 
-inline const pd_plugin_descriptor& broken(const std::string& name) {
-  return *pc::load_plugin(std::string(PREFDIFF_BROKEN_PLUGIN_DIR) + "/libbroken_" + name + ".so").descriptor;
+inline pc::PluginLibrary broken(const std::string& name) {
+  return prefdiff::instance::load_library(std::string(PREFDIFF_BROKEN_PLUGIN_DIR) + "/libbroken_" + name + ".so",
+                                          prefdiff::instance::default_host_services());
 }
 
-inline pd_param_value real(const char* name, double value) {
-  return pd_param_value{sizeof(pd_param_value), PD_PARAM_FLOAT, name, value, nullptr};
+inline pc::GivenParam real(const std::string& name, double value) {
+  return {name, prefdiff::instance::Value::real(value), "", ""};
 }
-inline pd_param_value integer(const char* name, long long value) {
-  return pd_param_value{sizeof(pd_param_value), PD_PARAM_INT, name, static_cast<double>(value), nullptr};
+inline pc::GivenParam integer(const std::string& name, long long value) {
+  return {name, prefdiff::instance::Value::whole(value), "", ""};
 }
-inline pd_param_value text(const char* name, const char* value) {
-  return pd_param_value{sizeof(pd_param_value), PD_PARAM_STRING, name, 0.0, value};
+inline pc::GivenParam text(const std::string& name, const std::string& value) {
+  return {name, prefdiff::instance::Value::string(value), "", ""};
+}
+
+// The parameters create() gets: `given` checked against the schema, defaults for the rest.
+inline pc::ParamSet resolve(const pc::PluginLibrary& plugin, const pc::Params& given) {
+  return prefdiff::instance::resolve_or_throw(plugin, given);
 }
 
 // A batch whose margins are exactly h at beta = 2.
@@ -58,12 +64,12 @@ struct AtMargins {
 };
 
 // Evaluates `file_stem` with beta = 2 plus `params` at the margins h (one batch, fresh instance).
-inline AtMargins evaluate(const std::string& file_stem, std::vector<pd_param_value> params, const std::vector<double>& h,
+inline AtMargins evaluate(const std::string& file_stem, pc::Params params, const std::vector<double>& h,
                           long long step = 0) {
-  const pd_plugin_descriptor& plugin = objective(file_stem);
+  const pc::PluginLibrary plugin = objective(file_stem);
   params.push_back(real("beta", 2.0));
-  pc::ObjectiveInstance instance(plugin, pc::resolve_params(plugin, params));
-  const pc::Evaluation e = instance.evaluate(batch_at(h, step));
+  pc::ObjectiveInstance instance(plugin, resolve(plugin, params));
+  const pc::Evaluation e = instance.try_evaluate(batch_at(h, step));
   EXPECT_EQ(e.status, PD_OK) << e.message;
   AtMargins out;
   out.loss = e.loss;

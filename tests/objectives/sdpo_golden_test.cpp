@@ -11,10 +11,10 @@
 namespace prefdiff_test {
 namespace {
 
-pc::Evaluation run(const std::string& stem, std::vector<pd_param_value> params, const pc::Batch& batch) {
-  const pd_plugin_descriptor& plugin = objective(stem);
+pc::Evaluation run(const std::string& stem, pc::Params params, const pc::Batch& batch) {
+  const pc::PluginLibrary plugin = objective(stem);
   pc::ObjectiveInstance instance(plugin, pc::resolve_params(plugin, params));
-  pc::Evaluation e = instance.evaluate(batch);
+  pc::Evaluation e = instance.try_evaluate(batch);
   EXPECT_EQ(e.status, PD_OK) << stem << ": " << e.message;
   return e;
 }

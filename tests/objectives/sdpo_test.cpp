@@ -10,10 +10,10 @@
 namespace prefdiff_test {
 namespace {
 
-pc::Evaluation run(const std::string& stem, std::vector<pd_param_value> params, const pc::Batch& batch) {
-  const pd_plugin_descriptor& plugin = objective(stem);
+pc::Evaluation run(const std::string& stem, pc::Params params, const pc::Batch& batch) {
+  const pc::PluginLibrary plugin = objective(stem);
   pc::ObjectiveInstance instance(plugin, pc::resolve_params(plugin, params));
-  pc::Evaluation e = instance.evaluate(batch);
+  pc::Evaluation e = instance.try_evaluate(batch);
   EXPECT_EQ(e.status, PD_OK) << stem << ": " << e.message;
   return e;
 }
@@ -106,7 +106,7 @@ TEST(Sdpo, TheLosersGradientIsScaledEvenWhenErrorLlDiffersFromModelL) {
   // still exactly the returned gradients (checked by finite differences at a few points).
   pc::Batch batch = batch_with_correlation({0.9, 0.8, 0.7}, 9);
   for (double& e : batch.error_ll) e *= 1.1;
-  const std::vector<pd_param_value> params = {real("beta", 2.0)};
+  const pc::Params params = {real("beta", 2.0)};
   const pc::Evaluation e0 = run("sdpo", params, batch);
   const double step = std::ldexp(1.0, -20);
   for (size_t i = 0; i < batch.size(); ++i) {

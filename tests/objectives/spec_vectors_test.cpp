@@ -1,4 +1,4 @@
-// Every test vector of docs spec section 6 (150-digit references), to 1e-12 relative, loss and dl/dh.
+// Every test vector of docs/objectives.md ("Test vectors", 150-digit references), to 1e-12 relative, loss and dl/dh.
 #include "plugin_fixture.hpp"
 
 namespace prefdiff_test {
@@ -10,7 +10,7 @@ constexpr double kTolerance = 1e-12;
 struct Row {
   const char* name;
   const char* plugin;
-  std::vector<pd_param_value> params;
+  pc::Params params;
   std::vector<double> loss, dloss_dh;
 };
 

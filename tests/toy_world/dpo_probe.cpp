@@ -16,12 +16,15 @@
 #include <iostream>
 
 #include "prefdiff/sdk.hpp"
+#include "prefdiff/host/plugin_registry.hpp"
 #include "prefdiff/toy_world/evaluate.hpp"
 #include "prefdiff/toy_world/prepare.hpp"
 
 using namespace prefdiff::toy;
 
 int main(int argc, char** argv) {
+  prefdiff::PluginRegistry registry;
+  registry.scan({PREFDIFF_PLUGIN_BUILD_DIR});
   if (argc < 3) {
     std::cerr << "usage: " << argv[0] << " '<[data] JSON>' '<probe JSON>' [CACHE_ROOT]\n";
     return 2;
@@ -94,7 +97,8 @@ int main(int argc, char** argv) {
         loss.backward();
         opt.step();
       }
-      const nlohmann::json r = evaluate(*policy, *reference, world, eval);
+      prefdiff::ObjectiveSet margins(nlohmann::json::array({{{"id", "dpo"}, {"beta", beta}}}), registry);
+      const nlohmann::json r = evaluate(*policy, *reference, world, eval, margins);
       std::cout << nlohmann::json{{"seed", seed},
                                   {"flip", flip},
                                   {"flipped", flipped / used},

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "prefdiff/data/shard_file.hpp"
+#include "prefdiff/host/plugin_registry.hpp"
 #include "prefdiff/toy_world/evaluate.hpp"
 #include "prefdiff/toy_world/prepare.hpp"
 
@@ -26,6 +27,19 @@ extern char** environ;
 
 namespace fs = std::filesystem;
 using namespace prefdiff::toy;
+
+namespace {
+// The implicit margin of DPO at beta 5000, from the dpo plugin, as `prefdiff eval` gets it from a run.
+prefdiff::ObjectiveSet& dpo_margins() {
+  static prefdiff::PluginRegistry registry = [] {
+    prefdiff::PluginRegistry r;
+    r.scan({PREFDIFF_PLUGIN_BUILD_DIR});
+    return r;
+  }();
+  static prefdiff::ObjectiveSet objectives(nlohmann::json::array({{{"id", "dpo"}, {"beta", 5000.0}}}), registry);
+  return objectives;
+}
+}  // namespace
 
 namespace {
 
@@ -243,7 +257,7 @@ TEST_F(ToyWorldModel, PolicyEqualToReferenceTiesExactly) {
   cfg.steps = 6;
   cfg.batch_size = 8;  // several batches
   for (prefdiff::Backbone* p : {policy.get(), reference.get()}) {
-    const nlohmann::json r = evaluate(*p, *reference, world, cfg);
+    const nlohmann::json r = evaluate(*p, *reference, world, cfg, dpo_margins());
     EXPECT_EQ(r["win_rate"].get<double>(), 0.5);
     EXPECT_EQ(r["reward_gain"].get<double>(), 0.0);
     EXPECT_EQ(r["implicit_accuracy"].get<double>(), 0.5);  // h = 0 on every pair: ties count half
@@ -267,7 +281,7 @@ TEST_F(ToyWorldModel, EvaluationMatchesAnIndependentScoring) {
   cfg.steps = 10;
   cfg.prompts = "train";
   cfg.guidance_scale = 3.0;
-  const nlohmann::json r = evaluate(*untrained, *reference, world, cfg);
+  const nlohmann::json r = evaluate(*untrained, *reference, world, cfg, dpo_margins());
   // Recompute the reference's mean reward from its own samples: same noise stream and indices.
   std::vector<int64_t> prompts;
   std::vector<uint64_t> index;
@@ -328,7 +342,7 @@ TEST(ToyWorldModelSlow, DefaultWorldReference) {
   const World world(config);
   auto reference = load_reference(p);
   EvalConfig cfg;
-  const nlohmann::json r = evaluate(*reference, *reference, world, cfg);
+  const nlohmann::json r = evaluate(*reference, *reference, world, cfg, dpo_margins());
   EXPECT_EQ(r["win_rate"].get<double>(), 0.5);
   fs::remove_all(root);
 }

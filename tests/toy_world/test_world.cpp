@@ -60,20 +60,22 @@ TEST(ToyWorldConfig, DefaultsRoundTrip) {
   const WorldConfig again = WorldConfig::from_json(c.to_json());
   EXPECT_EQ(again.to_json(), c.to_json());
   // Every schema key has a default inside its own range.
-  for (const prefdiff::KeySpec& k : prefdiff::toy::world_schema()) EXPECT_FALSE(prefdiff::check_default(k)) << k.name;
-  for (const prefdiff::KeySpec& k : prefdiff::toy::eval_schema()) EXPECT_FALSE(prefdiff::check_default(k)) << k.name;
+  for (const prefdiff::instance::ParamSpec& k : prefdiff::toy::world_schema())
+    EXPECT_FALSE(prefdiff::instance::check_default(k)) << k.name;
+  for (const prefdiff::instance::ParamSpec& k : prefdiff::toy::eval_schema())
+    EXPECT_FALSE(prefdiff::instance::check_default(k)) << k.name;
 }
 
 TEST(ToyWorldConfig, EveryProblemNamedAtOnce) {
   const std::string e = error_of({{"prompt", 4}, {"noise_std", -1.0}, {"pair_source", "model"}, {"modes", 2.5}});
   EXPECT_NE(e.find("4 problem(s)"), std::string::npos) << e;
-  EXPECT_NE(e.find("[data] prompt: unknown key; did you mean 'prompts'?"), std::string::npos) << e;
-  EXPECT_NE(e.find("[data] noise_std"), std::string::npos) << e;
-  EXPECT_NE(e.find("[data] pair_source: 'model' is not allowed"), std::string::npos) << e;
-  EXPECT_NE(e.find("[data] modes"), std::string::npos) << e;
+  EXPECT_NE(e.find("[data] unknown key 'prompt'; did you mean 'prompts'?"), std::string::npos) << e;
+  EXPECT_NE(e.find("[data] key 'noise_std'"), std::string::npos) << e;
+  EXPECT_NE(e.find("[data] key 'pair_source': 'model' is not allowed"), std::string::npos) << e;
+  EXPECT_NE(e.find("[data] key 'modes'"), std::string::npos) << e;
   const std::string h = error_of({{"prompts", 3}, {"heldout_prompts", 3}});
   EXPECT_NE(h.find("heldout_prompts = 3 leaves no training prompt"), std::string::npos) << h;
-  EXPECT_NE(error_of({{"id", "hdf5-pairs"}}).find("[data] id"), std::string::npos);
+  EXPECT_NE(error_of({{"id", "hdf5-pairs"}}).find("[data] key 'id'"), std::string::npos);
   try {
     prefdiff::toy::EvalConfig::from_json({{"step", 10}});
     FAIL() << "unknown eval key accepted";

@@ -22,8 +22,8 @@
 #include <torch/torch.h>
 
 #include "prefdiff/backbone.hpp"
-#include "prefdiff/host/distributed.hpp"
-#include "prefdiff/host/gradient_buckets.hpp"
+#include "prefdiff/torch_host/distributed.hpp"
+#include "prefdiff/torch_host/gradient_buckets.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
 
 using namespace prefdiff;

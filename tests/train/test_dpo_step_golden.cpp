@@ -1,12 +1,13 @@
 // The DPO step reproduces the official Diffusion-DPO step (golden/dpo_step, produced by diffusers and
 // DiffusionDPO's train.py loss) for DPO and for alpha-DPO with the released batch-mean alpha, within
-// the tolerances that folder's README recommends for a float32 port.
-#include <cstdlib>
+// the tolerances that folder's README recommends for a float32 port. The number of pairs, shapes and the
+// list of checked gradients come from the files (the reference sets differ in all of them).
 #include <filesystem>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "common/golden_path.hpp"
 #include "prefdiff/diffusion/noise_schedule.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
 #include "prefdiff/train/dpo_step.hpp"
@@ -15,12 +16,9 @@
 using namespace prefdiff;
 namespace fs = std::filesystem;
 
-namespace {
+using prefdiff::testing::golden_dir;
 
-fs::path golden_dir() {
-  if (const char* env = std::getenv("PREFDIFF_GOLDEN_DIR"); env && *env) return env;
-  return fs::path(PREFDIFF_SOURCE_DIR) / ".." / "shared" / "golden";
-}
+namespace {
 
 // The README's float32 tolerances, and the bfloat16-autocast ones (measured under CPU autocast, ~3x margin;
 // docs/performance.md, "GPU path (H100)"). With beta = 5000 the margin h = -beta/2 * (model_w - model_l -
@@ -29,13 +27,13 @@ fs::path golden_dir() {
 // nearly cancelling winner/loser terms, by tens of percent: under bf16 those three checks catch gross
 // errors only; the float32 run is the precise one.
 struct Tolerance {
-  double noisy = 1e-6, pred = 1e-5, mse = 1e-5, h_abs = 5e-3, loss = 1e-3, grad = 2e-3;
+  double noisy = 1e-6, pred = 1e-5, mse = 1e-5, h_abs = 5e-3, loss = 1e-3, grad = 2e-3, acc = 1e-6;
 };
 Tolerance tolerance(const prefdiff::testing::TestTarget& t) {
   if (!t.bf16) return {};
   // noisy_latents are computed in float32 outside autocast; pred max-norm relative (measured 1.2e-2);
   // MSE relative (3.3e-4); |dh| absolute (0.94), also the loss bound; gradients max-norm relative (0.24).
-  return {1e-6, 6e-2, 1e-3, 3.0, 3.0, 0.7};
+  return {1e-6, 6e-2, 1e-3, 3.0, 3.0, 0.7, 1e-6};
 }
 
 struct Golden {
@@ -44,6 +42,7 @@ struct Golden {
   diffusion::NoiseSchedule schedule;
   PluginRegistry registry;
   DpoBatch batch;
+  int64_t pairs = 0;  // B, from the file: the losses are means over the pairs
   model_io::SafetensorsFile outputs = model_io::SafetensorsFile::open(golden_dir() / "dpo_step" / "outputs.safetensors");
 
   Golden() {
@@ -76,6 +75,7 @@ struct Golden {
     batch.noise = inputs.load("noise").to(target.device);
     batch.encoder_hidden_states = inputs.load("encoder_hidden_states").to(target.device);
     batch.timesteps = inputs.load("timesteps").to(target.device);
+    pairs = batch.latents_w.size(0);
     registry.scan({PREFDIFF_PLUGIN_BUILD_DIR});
   }
 
@@ -108,9 +108,10 @@ void expect_relative(double actual, double expected, double rel, const std::stri
 }
 
 void check_gradients(Golden& g, const std::string& prefix) {
-  int checked = 0;
+  int listed = 0, checked = 0;
   for (const std::string& name : g.outputs.names()) {
     if (name.rfind(prefix + "param_grad.", 0) != 0) continue;
+    ++listed;
     const std::string parameter = name.substr(prefix.size() + std::string("param_grad.").size());
     for (const auto& [pname, p] : g.policy->named_parameters())
       if (pname == parameter) {
@@ -119,7 +120,8 @@ void check_gradients(Golden& g, const std::string& prefix) {
         ++checked;
       }
   }
-  EXPECT_EQ(checked, 14) << "every gradient listed in the golden README is checked";
+  EXPECT_GT(listed, 0) << "the reference lists no " << prefix << "param_grad.* tensor";
+  EXPECT_EQ(checked, listed) << "every gradient the reference lists names a policy parameter and is checked";
 }
 
 void zero_grads(Backbone& model) {
@@ -138,7 +140,7 @@ TEST(DpoStepGolden, DpoForwardLossAccuracyAndGradientsMatchTheOfficialStep) {
   DpoStepResult r;
   {
     prefdiff::testing::TargetAutocast autocast(g.step_autocast());
-    r = step.train(g.batch, 1.0 / 2.0, 0, 2, /*keep_tensors=*/true);
+    r = step.train(g.batch, 1.0 / static_cast<double>(g.pairs), 0, static_cast<uint64_t>(g.pairs), /*keep_tensors=*/true);
   }
 
   expect_close_tensor(r.noisy_latents, g.expected("noisy_latents"), tol.noisy, "noisy_latents");
@@ -146,19 +148,22 @@ TEST(DpoStepGolden, DpoForwardLossAccuracyAndGradientsMatchTheOfficialStep) {
   expect_close_tensor(r.ref_pred, g.expected("ref_pred"), tol.pred, "ref_pred");
   const auto mw = g.expected("model_mse_w"), ml = g.expected("model_mse_l");
   const auto rw = g.expected("ref_mse_w"), rl = g.expected("ref_mse_l"), h = g.expected("h");
-  for (int i = 0; i < 2; ++i) {
+  ASSERT_EQ(static_cast<int64_t>(r.errors.model_w.size()), g.pairs);
+  ASSERT_EQ(h.numel(), g.pairs);
+  for (int64_t i = 0; i < g.pairs; ++i) {
     expect_relative(r.errors.model_w[i], mw[i].item<double>(), tol.mse, "model_mse_w");
     expect_relative(r.errors.model_l[i], ml[i].item<double>(), tol.mse, "model_mse_l");
     expect_relative(r.errors.ref_w[i], rw[i].item<double>(), tol.mse, "ref_mse_w");
     expect_relative(r.errors.ref_l[i], rl[i].item<double>(), tol.mse, "ref_mse_l");
     const double h_tol = tol.h_abs;
-    std::printf("  h[%d] %.5g vs %.5g (|dh| %.3g, tolerance %.3g)\n", i, r.objective.margin[i], h[i].item<double>(),
+    std::printf("  h[%lld] %.5g vs %.5g (|dh| %.3g, tolerance %.3g)\n", static_cast<long long>(i), r.objective.margin[i], h[i].item<double>(),
                 std::fabs(r.objective.margin[i] - h[i].item<double>()), h_tol);
     EXPECT_LE(std::fabs(r.objective.margin[i] - h[i].item<double>()), h_tol) << "h[" << i << "]";
   }
   if (!g.target.bf16) {
     expect_relative(r.loss, g.expected("loss").item<double>(), tol.loss, "loss");
-    EXPECT_EQ(r.implicit_accuracy, g.expected("implicit_acc").item<double>());
+    // A fraction of the pairs (1/3 for three pairs): compared with a tolerance, the float32 reference is rounded.
+    EXPECT_NEAR(r.implicit_accuracy, g.expected("implicit_acc").item<double>(), tol.acc) << "implicit accuracy";
   } else {  // |d(-log sigmoid(h))/dh| < 1: the loss moves by at most the |dh| bound
     const double loss_tol = tol.loss;
     std::printf("  loss %.5g vs %.5g (tolerance %.3g absolute)\n", r.loss, g.expected("loss").item<double>(), loss_tol);
@@ -177,7 +182,7 @@ TEST(DpoStepGolden, AlphaDpoBatchMeanMatchesTheReleasedLoss) {
   DpoStepResult r;
   {
     prefdiff::testing::TargetAutocast autocast(g.step_autocast());
-    r = step.train(g.batch, 1.0 / 2.0, 0, 2);
+    r = step.train(g.batch, 1.0 / static_cast<double>(g.pairs), 0, static_cast<uint64_t>(g.pairs));
   }
   const Tolerance tol = g.tol();
   if (!g.target.bf16) {

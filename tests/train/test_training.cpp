@@ -163,8 +163,10 @@ TEST(Training, TwoGlooRanksMatchOneProcessWithTheSameGlobalBatch) {
   // Compare the weight updates from the common start (the world's pretrained reference): identical up to
   // the order of floating-point sums, which Adam's normalisation can amplify for near-zero gradients.
   const nlohmann::json meta = nlohmann::json::parse(read(out / "one" / "run.json"));
-  const fs::path start = fs::path(meta.at("toy_world").at("reference_model").get<std::string>()) /
-                         "diffusion_pytorch_model.safetensors";
+  // The data source's model (the synthetic world's pretrained reference), as run.json records it.
+  const fs::path start =
+      fs::path(meta.at("data_source").at("attributes").at("reference_model").get<std::string>()) /
+      "diffusion_pytorch_model.safetensors";
   const auto init = prefdiff::model_io::SafetensorsFile::open(start);
   const auto one = prefdiff::model_io::SafetensorsFile::open(final_weights(out / "one", 3));
   const auto two = prefdiff::model_io::SafetensorsFile::open(final_weights(out / "two", 3));
@@ -217,4 +219,28 @@ TEST(Training, NanPolicyStopsOrSkips) {
   const auto rows = metric_rows(out / "skip");
   ASSERT_FALSE(rows.empty());
   EXPECT_EQ(rows.back()["skipped_steps"], 1.0);
+}
+
+// A plugin that crashes or exits during training is named with the call in flight and the last complete
+// checkpoint, and an exit the host did not ask for never ends `train` with status 0.
+TEST(Training, APluginThatTakesTheProcessDownIsNamedWithTheLastCheckpoint) {
+  const fs::path out = fresh_dir("faults");
+  const std::string plugins = std::string(TEST_MISBEHAVING_ROOT);
+  auto train = [&](const std::string& folder, const std::string& id, const std::string& name) {
+    std::vector<std::string> args{"--plugin-path", plugins + "/" + folder};
+    for (const std::string& a : train_args(out, name, {"objective.id=" + id, "objective.at_step=5", "eval.every=0"}))
+      args.push_back(a);
+    return run(args, out / (name + ".log"));
+  };
+  EXPECT_EQ(train("misbehaving_segv", "misbehaving-segv", "segv"), 128 + SIGSEGV) << read(out / "segv.log");
+  std::string log = read(out / "segv.log");
+  for (const char* part : {"fatal signal SIGSEGV", "objective 'misbehaving-segv'", "during evaluate()",
+                           "last complete checkpoint: ", "step-00000004"})
+    EXPECT_NE(log.find(part), std::string::npos) << part << "\n" << log;
+
+  EXPECT_EQ(train("misbehaving_exit", "misbehaving-exit", "exit"), 4) << read(out / "exit.log");
+  log = read(out / "exit.log");
+  for (const char* part : {"objective 'misbehaving-exit'", "called exit(0) during evaluate()", "step-00000004"})
+    EXPECT_NE(log.find(part), std::string::npos) << part << "\n" << log;
+  EXPECT_FALSE(fs::exists(final_weights(out / "exit", 12)));
 }

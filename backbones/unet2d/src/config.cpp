@@ -2,7 +2,7 @@
 // used/ignored/refused policy of the spec. Problems are collected and reported together.
 #include "prefdiff/unet2d/config.hpp"
 
-#include "prefdiff/host/did_you_mean.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
 
 #include <algorithm>
 #include <cmath>

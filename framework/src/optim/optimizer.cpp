@@ -3,7 +3,7 @@
 // the essentials so that a hand-built section fails as clearly.
 #include "prefdiff/optim/optimizer.hpp"
 #include "prefdiff/optim/schedule.hpp"
-#include "prefdiff/host/did_you_mean.hpp"
+#include "prefdiff/instance/did_you_mean.hpp"
 
 #include <nlohmann/json.hpp>
 

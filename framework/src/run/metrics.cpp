@@ -239,6 +239,7 @@ void MetricsLogger::write_row(std::int64_t step, double epoch, const std::map<st
   } else {
     append(csv_path(), csv_line(columns_, row));
   }
+  for (const RowSink& sink : sinks_) sink(step, epoch, values);
 }
 
 void MetricsLogger::write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values) {

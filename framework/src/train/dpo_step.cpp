@@ -5,21 +5,6 @@
 #include "prefdiff/diffusion/noise_schedule.hpp"
 
 namespace prefdiff {
-
-DpoStep::DpoStep(Backbone& policy, Backbone& reference, const diffusion::NoiseSchedule& schedule,
-                 ObjectiveSet& objectives)
-    : policy_(policy), reference_(reference), schedule_(schedule), objectives_(objectives) {}
-
-DpoStepResult DpoStep::train(const DpoBatch& batch, double grad_scale, int64_t step, uint64_t global_pairs,
-                             bool keep_tensors) {
-  return run(batch, grad_scale, step, global_pairs, keep_tensors);
-}
-
-DpoStepResult DpoStep::evaluate(const DpoBatch& batch, int64_t step, uint64_t global_pairs) {
-  torch::NoGradGuard no_grad;
-  return run(batch, std::nullopt, step, global_pairs, false);
-}
-
 namespace {
 
 std::vector<double> to_doubles(const at::Tensor& values) {
@@ -36,71 +21,103 @@ std::optional<AddedConditions> doubled(const std::optional<AddedConditions>& add
 
 }  // namespace
 
-DpoStepResult DpoStep::run(const DpoBatch& batch, std::optional<double> grad_scale, int64_t step,
-                           uint64_t global_pairs, bool keep_tensors) {
+NoisedPairs add_noise(const diffusion::NoiseSchedule& schedule, const DpoBatch& batch) {
   const int64_t pairs = batch.latents_w.size(0);
   TORCH_CHECK(batch.latents_l.sizes() == batch.latents_w.sizes(), "winner and loser latents differ in shape");
   TORCH_CHECK(batch.timesteps.numel() == pairs && batch.noise.size(0) == pairs,
               "one timestep and one noise sample per pair expected");
-
   // Winners first, then losers; both halves share t and noise (train.py: chunk(2)[0].repeat(2)).
   const at::Tensor latents = torch::cat({batch.latents_w, batch.latents_l});
   const at::Tensor noise = batch.noise.repeat({2, 1, 1, 1});
-  const at::Tensor timesteps = batch.timesteps.repeat({2});
-  const at::Tensor text = batch.encoder_hidden_states.repeat({2, 1, 1});
-  const std::optional<AddedConditions> added = doubled(batch.added, batch.loser_time_ids);
-  const at::Tensor noisy = schedule_.add_noise(latents, noise, timesteps);
-  const at::Tensor target = schedule_.target(latents, noise, timesteps).to(torch::kFloat32);
+  NoisedPairs out;
+  out.timesteps = batch.timesteps.repeat({2});
+  out.text = batch.encoder_hidden_states.repeat({2, 1, 1});
+  out.added = doubled(batch.added, batch.loser_time_ids);
+  out.noisy = schedule.add_noise(latents, noise, out.timesteps);
+  out.target = schedule.target(latents, noise, out.timesteps).to(torch::kFloat32);
+  return out;
+}
 
+Predictions predict(Backbone& policy, Backbone& reference, const NoisedPairs& in) {
+  Predictions out;
   // Per-image mean squared error over C,H,W, in fp32 whatever the model's dtype.
-  const at::Tensor model_pred = policy_.forward(noisy, timesteps, text, added);
-  const at::Tensor model_mse = (model_pred.to(torch::kFloat32) - target).pow(2).mean({1, 2, 3});
-  at::Tensor ref_pred, ref_mse;
-  {
-    torch::NoGradGuard no_grad;
-    ref_pred = reference_.forward(noisy.to(reference_.dtype()), timesteps, text.to(reference_.dtype()),
-                                  added ? std::optional<AddedConditions>(AddedConditions{
-                                              added->text_embeds.to(reference_.dtype()),
-                                              added->time_ids.to(reference_.dtype())})
-                                        : std::nullopt);
-    ref_mse = (ref_pred.to(torch::kFloat32) - target).pow(2).mean({1, 2, 3});
-  }
+  out.model_pred = policy.forward(in.noisy, in.timesteps, in.text, in.added);
+  out.model_mse = (out.model_pred.to(torch::kFloat32) - in.target).pow(2).mean({1, 2, 3});
+  torch::NoGradGuard no_grad;
+  out.ref_pred = reference.forward(in.noisy.to(reference.dtype()), in.timesteps, in.text.to(reference.dtype()),
+                                   in.added ? std::optional<AddedConditions>(AddedConditions{
+                                                  in.added->text_embeds.to(reference.dtype()),
+                                                  in.added->time_ids.to(reference.dtype())})
+                                            : std::nullopt);
+  out.ref_mse = (out.ref_pred.to(torch::kFloat32) - in.target).pow(2).mean({1, 2, 3});
+  return out;
+}
 
-  DpoStepResult result;
+ObjectiveInputs to_objective_inputs(const Predictions& p, const DpoBatch& batch, int64_t step, uint64_t global_pairs) {
+  const int64_t pairs = batch.latents_w.size(0);
   // One device-to-host copy (one sync) for what the objective reads: model MSEs, reference MSEs, timesteps
   // (integers below 2^24, exact in float32).
   const std::vector<double> host = to_doubles(
-      torch::cat({model_mse.detach(), ref_mse, batch.timesteps.to(model_mse.device(), torch::kFloat32)}));
+      torch::cat({p.model_mse.detach(), p.ref_mse, batch.timesteps.to(p.model_mse.device(), torch::kFloat32)}));
   const auto part = [&](int64_t index) { return host.begin() + index * pairs; };
-  result.errors.model_w.assign(part(0), part(1));
-  result.errors.model_l.assign(part(1), part(2));
-  result.errors.ref_w.assign(part(2), part(3));
-  result.errors.ref_l.assign(part(3), part(4));
-  result.errors.timestep.assign(part(4), part(5));
-  result.errors.step = step;
-  result.errors.global_count = global_pairs;
+  ObjectiveInputs errors;
+  errors.model_w.assign(part(0), part(1));
+  errors.model_l.assign(part(1), part(2));
+  errors.ref_w.assign(part(2), part(3));
+  errors.ref_l.assign(part(3), part(4));
+  errors.timestep.assign(part(4), part(5));
+  errors.step = step;
+  errors.global_count = global_pairs;
+  return errors;
+}
+
+void backward_surrogate(const at::Tensor& model_mse, const ObjectiveOutputs& objective, double grad_scale) {
+  std::vector<double> coefficients(objective.dloss_dmodel_w);
+  coefficients.insert(coefficients.end(), objective.dloss_dmodel_l.begin(), objective.dloss_dmodel_l.end());
+  const at::Tensor c = torch::tensor(coefficients, torch::kFloat64).mul(grad_scale).to(model_mse.device(), torch::kFloat32);
+  (c * model_mse).sum().backward();
+}
+
+void DpoStepResult::summarize() {
+  const size_t pairs = objective.loss.size();
+  loss = margin = implicit_accuracy = 0.0;
+  for (size_t i = 0; i < pairs; ++i) {
+    loss += objective.loss[i];
+    margin += objective.margin[i];
+    implicit_accuracy += objective.margin[i] > 0.0 ? 1.0 : 0.0;
+  }
+  loss /= static_cast<double>(pairs);
+  margin /= static_cast<double>(pairs);
+  implicit_accuracy /= static_cast<double>(pairs);
+}
+
+DpoStep::DpoStep(Backbone& policy, Backbone& reference, const diffusion::NoiseSchedule& schedule,
+                 ObjectiveSet& objectives)
+    : policy_(policy), reference_(reference), schedule_(schedule), objectives_(objectives) {}
+
+DpoStepResult DpoStep::train(const DpoBatch& batch, double grad_scale, int64_t step, uint64_t global_pairs,
+                             bool keep_tensors) {
+  return run(batch, grad_scale, step, global_pairs, keep_tensors);
+}
+
+DpoStepResult DpoStep::evaluate(const DpoBatch& batch, int64_t step, uint64_t global_pairs) {
+  torch::NoGradGuard no_grad;
+  return run(batch, std::nullopt, step, global_pairs, false);
+}
+
+DpoStepResult DpoStep::run(const DpoBatch& batch, std::optional<double> grad_scale, int64_t step,
+                           uint64_t global_pairs, bool keep_tensors) {
+  const NoisedPairs noised = add_noise(schedule_, batch);
+  const Predictions predictions = predict(policy_, reference_, noised);
+  DpoStepResult result;
+  result.errors = to_objective_inputs(predictions, batch, step, global_pairs);
   objectives_.evaluate(result.errors, result.objective);
-
-  for (int64_t i = 0; i < pairs; ++i) {
-    result.loss += result.objective.loss[i];
-    result.margin += result.objective.margin[i];
-    result.implicit_accuracy += result.objective.margin[i] > 0.0 ? 1.0 : 0.0;
-  }
-  result.loss /= static_cast<double>(pairs);
-  result.margin /= static_cast<double>(pairs);
-  result.implicit_accuracy /= static_cast<double>(pairs);
-
-  if (grad_scale) {
-    std::vector<double> coefficients(result.objective.dloss_dmodel_w);
-    coefficients.insert(coefficients.end(), result.objective.dloss_dmodel_l.begin(),
-                        result.objective.dloss_dmodel_l.end());
-    const at::Tensor c = torch::tensor(coefficients, torch::kFloat64).mul(*grad_scale).to(model_mse.device(), torch::kFloat32);
-    (c * model_mse).sum().backward();
-  }
+  result.summarize();
+  if (grad_scale) backward_surrogate(predictions.model_mse, result.objective, *grad_scale);
   if (keep_tensors) {
-    result.noisy_latents = noisy.detach();
-    result.model_pred = model_pred.detach();
-    result.ref_pred = ref_pred.detach();
+    result.noisy_latents = noised.noisy.detach();
+    result.model_pred = predictions.model_pred.detach();
+    result.ref_pred = predictions.ref_pred.detach();
   }
   return result;
 }

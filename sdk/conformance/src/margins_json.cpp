@@ -5,6 +5,7 @@
 #include <string>
 
 #include "prefdiff/conformance.hpp"
+#include "prefdiff/instance/library.hpp"
 
 namespace prefdiff::conformance {
 namespace {
@@ -40,34 +41,37 @@ std::string json_array(const std::vector<double>& values) {
   return out + "]";
 }
 
-Evaluation evaluate_or_throw(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params,
-                             const Batch& batch) {
+Evaluation evaluate_or_throw(const PluginLibrary& plugin, const ParamSet& params, const Batch& batch) {
   ObjectiveInstance instance(plugin, params);
   Batch inputs = batch;
-  if ((plugin.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0) {
+  if ((plugin.descriptor->capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0) {
     // The loss as a function of h alone: consistent norms and orthogonal errors (<e_w,e_l> = 0).
     inputs.error_ww = batch.model_w;
     inputs.error_ll = batch.model_l;
     inputs.error_wl.assign(batch.size(), 0.0);
   }
-  Evaluation e = instance.evaluate(inputs);
-  if (e.status != PD_OK) throw PluginError(e.status, std::string("evaluate() of '") + plugin.id + "' failed: " + e.message);
+  Evaluation e = instance.try_evaluate(inputs);
+  if (e.status != PD_OK) throw PluginError(e.status, "evaluate() of '" + plugin.id() + "' failed: " + e.message);
   return e;
 }
 
 }  // namespace
 
-std::string evaluate_margins_json(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params,
+std::string evaluate_margins_json(const PluginLibrary& plugin, const Params& params, const std::vector<double>& margins,
+                                  int64_t step) {
+  return evaluate_margins_json(plugin, instance::resolve_or_throw(plugin, params), margins, step);
+}
+
+std::string evaluate_margins_json(const PluginLibrary& plugin, const ParamSet& resolved,
                                   const std::vector<double>& margins, int64_t step) {
-  const std::vector<pd_param_value> resolved = resolve_params(plugin, params);
   for (double h : margins)
     if (!std::isfinite(h)) throw std::invalid_argument("margin " + json_number(h) + " is not finite");
 
   // dh/dmodel_w from the plugin itself (= -beta/2 exactly for h = -0.5*beta*(...) at model_w = 1).
-  const Evaluation probe = evaluate_or_throw(plugin, resolved, Batch{{0.0, 1.0}, {0.0, 0.0}, {0.0, 0.0}, {0.0, 0.0}, {}, step});
+  const Evaluation probe = evaluate_or_throw(plugin, resolved, Batch{{0.0, 1.0}, {0.0, 0.0}, {0.0, 0.0}, {0.0, 0.0}, {}, step, 0});
   const double slope = probe.margin[1] - probe.margin[0];
   if (!std::isfinite(slope) || slope == 0.0)
-    throw PluginError(PD_ERR_INVALID_ARGUMENT, std::string("the margin of '") + plugin.id + "' does not respond to model_w");
+    throw PluginError(PD_ERR_INVALID_ARGUMENT, "the margin of '" + plugin.id() + "' does not respond to model_w");
 
   // Inputs: model_l = ref_w = ref_l = 0 and model_w near h/slope. Not every double is slope*x for a
   // double x, so the 9 neighbours of h/slope are tried and the one whose margin is exactly h is kept.
@@ -104,16 +108,18 @@ std::string evaluate_margins_json(const pd_plugin_descriptor& plugin, const std:
   std::vector<double> dloss_dh(margins.size());
   for (size_t i = 0; i < margins.size(); ++i) dloss_dh[i] = e.dloss_dmodel_w[i] / slope;
 
-  std::string json = "{\"plugin\": " + json_string(plugin.id) + ", \"version\": " + json_string(plugin.version) +
-                     ", \"formula_version\": " + json_string(plugin.formula_version) +
+  const pd_plugin_descriptor& d = *plugin.descriptor;
+  std::string json = "{\"plugin\": " + json_string(d.id) + ", \"version\": " + json_string(d.version) +
+                     ", \"formula_version\": " + json_string(d.formula_version) +
                      ", \"step\": " + std::to_string(step) + ", \"params\": {";
-  for (size_t k = 0; k < resolved.size(); ++k) {
-    json += (k > 0 ? ", " : "") + json_string(resolved[k].name) + ": ";
-    json += resolved[k].type == PD_PARAM_STRING ? json_string(resolved[k].string) : json_number(resolved[k].number);
+  const std::vector<pd_param_value>& values = resolved.abi();
+  for (size_t k = 0; k < values.size(); ++k) {
+    json += (k > 0 ? ", " : "") + json_string(values[k].name) + ": ";
+    json += values[k].type == PD_PARAM_STRING ? json_string(values[k].string) : json_number(values[k].number);
   }
   json += "}, \"h\": " + json_array(e.margin) + ", \"h_exact\": " + (exact ? "true" : "false") +
           ", \"loss\": " + json_array(e.loss) + ", \"dloss_dh\": " + json_array(dloss_dh) + ", \"diagnostics\": {";
-  const pd_objective_functions& functions = objective_functions(plugin);
+  const auto& functions = *static_cast<const pd_objective_functions*>(d.functions);
   for (uint32_t k = 0; k < functions.diagnostic_count; ++k)
     json += (k > 0 ? ", " : "") + json_string(functions.diagnostic_names[k]) + ": " + json_number(e.diagnostics[k]);
   return json + "}}";

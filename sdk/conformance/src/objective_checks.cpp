@@ -11,6 +11,7 @@
 #include <string>
 
 #include "prefdiff/conformance.hpp"
+#include "prefdiff/instance/params.hpp"
 
 namespace prefdiff::conformance {
 namespace {
@@ -54,8 +55,8 @@ std::string non_finite_output(const Evaluation& e) {
   return "";
 }
 
-bool needs_error_inner_products(const pd_plugin_descriptor& plugin) {
-  return (plugin.capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0;
+bool needs_error_inner_products(const PluginLibrary& plugin) {
+  return (plugin.descriptor->capabilities & PD_CAP_NEEDS_ERROR_INNER_PRODUCTS) != 0;
 }
 
 // Error inner products consistent with the batch, as a host computes them: error_ww = model_w,
@@ -73,15 +74,15 @@ void add_error_inner_products(Batch& batch) {
 
 // `batch` as the plugin needs it: with inner products when it declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS
 // and the batch has none yet.
-Batch prepared(const pd_plugin_descriptor& plugin, const Batch& batch) {
+Batch prepared(const PluginLibrary& plugin, const Batch& batch) {
   Batch out = batch;
   if (needs_error_inner_products(plugin) && out.error_ww.empty() && out.size() > 0) add_error_inner_products(out);
   return out;
 }
 
 struct Context {
-  const pd_plugin_descriptor& plugin;
-  std::vector<pd_param_value> params;
+  const PluginLibrary& plugin;
+  ParamSet params;
   bool coupled = false;
   bool stateful = false;
   double slope_w = 0.0, slope_l = 0.0;  // dh/dmodel_w, dh/dmodel_l read from the plugin's margins
@@ -90,7 +91,7 @@ struct Context {
   // Every evaluation gets a fresh instance, so state cannot leak from one check into the next.
   Evaluation fresh(const Batch& batch) const {
     ObjectiveInstance instance(plugin, params);
-    return instance.evaluate(prepared(plugin, batch));
+    return instance.try_evaluate(prepared(plugin, batch));
   }
   double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
 };
@@ -133,7 +134,8 @@ Batch subset(const Batch& batch, const std::vector<size_t>& rows) {
 
 // ------------------------------------------------------------------ descriptor and schema
 
-CheckResult check_descriptor(const pd_plugin_descriptor& d) {
+CheckResult check_descriptor(const PluginLibrary& plugin) {
+  const pd_plugin_descriptor& d = *plugin.descriptor;
   const std::string name = "descriptor";
   const std::pair<const char*, const char*> fields[] = {
       {"id", d.id}, {"version", d.version}, {"summary", d.summary}, {"citation", d.citation},
@@ -144,12 +146,10 @@ CheckResult check_descriptor(const pd_plugin_descriptor& d) {
     if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-'))
       return fail(name, std::string("id '") + d.id + "' has characters outside [a-z0-9-]");
   if (d.abi_major != PD_ABI_MAJOR) return fail(name, "abi_major " + std::to_string(d.abi_major));
-  const pd_objective_functions* f = nullptr;
-  try {
-    f = &objective_functions(d);
-  } catch (const PluginError& e) {
-    return fail(name, e.what());
-  }
+  if (plugin.kind() != PD_KIND_OBJECTIVE)
+    return fail(name, "plugin '" + plugin.id() + "' is a " + instance::kind_name(plugin.kind()) + ", not an objective");
+  // The loader has checked the table's size and that every function the host calls is set.
+  const auto* f = static_cast<const pd_objective_functions*>(d.functions);
   std::set<std::string> diagnostics;
   for (uint32_t k = 0; k < f->diagnostic_count; ++k) {
     if (f->diagnostic_names == nullptr || f->diagnostic_names[k] == nullptr || f->diagnostic_names[k][0] == '\0')
@@ -189,7 +189,8 @@ std::string default_problem(const pd_param_spec& s) {
   return "";
 }
 
-CheckResult check_schema(const pd_plugin_descriptor& d) {
+CheckResult check_schema(const PluginLibrary& plugin) {
+  const pd_plugin_descriptor& d = *plugin.descriptor;
   const std::string name = "schema defaults";
   std::set<std::string> names;
   for (uint32_t k = 0; k < d.param_count; ++k) {
@@ -206,11 +207,13 @@ CheckResult check_schema(const pd_plugin_descriptor& d) {
     const std::string problem = default_problem(s);
     if (!problem.empty()) return fail(name, "parameter '" + pname + "': " + problem);
   }
+  if (!plugin.schema_problems.empty()) return fail(name, plugin.schema_problems.front());
   try {
-    const std::vector<pd_param_value> defaults = resolve_params(d, {});
-    ObjectiveInstance instance(d, defaults);
-    const Batch batch = prepared(d, Batch{{0.30}, {0.31}, {0.305}, {0.30}, {}, 0});
-    const Evaluation e = instance.evaluate(batch);
+    std::vector<instance::ParamProblem> problems;
+    const ParamSet defaults = instance::resolve_params(plugin.params, {}, {}, problems);
+    ObjectiveInstance instance(plugin, defaults);
+    const Batch batch = prepared(plugin, Batch{{0.30}, {0.31}, {0.305}, {0.30}, {}, 0, 0});
+    const Evaluation e = instance.try_evaluate(batch);
     if (e.status != PD_OK) return fail(name, "evaluate() with the defaults failed: " + e.message);
     const std::string bad = non_finite_output(e);
     if (!bad.empty()) return fail(name, "evaluate() with the defaults returned " + bad);
@@ -380,7 +383,7 @@ CheckResult check_determinism(Context& ctx) {
   const std::string name = "determinism";
   const Batch batch = batch_with_margins(ctx, spread_margins(ctx), 1.0);
   ObjectiveInstance a(ctx.plugin, ctx.params), b(ctx.plugin, ctx.params);
-  const Evaluation first = a.evaluate(batch), other = b.evaluate(batch), again = a.evaluate(batch);
+  const Evaluation first = a.try_evaluate(batch), other = b.try_evaluate(batch), again = a.try_evaluate(batch);
   if (first.status != PD_OK) return fail(name, "evaluate failed: " + first.message);
   if (!same_evaluation(first, other, true)) return fail(name, "two fresh instances give different outputs for the same inputs");
   if (!same_evaluation(first, again, !ctx.stateful))
@@ -417,7 +420,7 @@ CheckResult check_non_finite_inputs(Context& ctx) {
 // PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: a batch without them is refused, not read.
 CheckResult check_optional_inputs(Context& ctx) {
   const std::string name = "optional inputs";
-  const bool reference_free = (ctx.plugin.capabilities & PD_CAP_REFERENCE_FREE) != 0;
+  const bool reference_free = (ctx.plugin.descriptor->capabilities & PD_CAP_REFERENCE_FREE) != 0;
   const bool products = needs_error_inner_products(ctx.plugin);
   std::string detail;
   if (reference_free) {
@@ -448,7 +451,7 @@ CheckResult check_optional_inputs(Context& ctx) {
     bare.error_wl.clear();
     bare.error_ll.clear();
     ObjectiveInstance instance(ctx.plugin, ctx.params);
-    const Evaluation e = instance.evaluate(bare);
+    const Evaluation e = instance.try_evaluate(bare);
     if (e.status == PD_OK)
       return fail(name, "PD_CAP_NEEDS_ERROR_INNER_PRODUCTS is set but a batch without them was accepted");
     detail += "; reads error inner products, a batch without them refused (" + e.message + ")";
@@ -463,16 +466,16 @@ CheckResult check_state(Context& ctx) {
   Batch second = batch_with_margins(ctx, spread_margins(ctx), 1.0);
   second.step = 1;
   ObjectiveInstance a(ctx.plugin, ctx.params), b(ctx.plugin, ctx.params);
-  if (a.evaluate(first).status != PD_OK) return fail(name, "evaluate failed");
+  if (a.try_evaluate(first).status != PD_OK) return fail(name, "evaluate failed");
   const std::string state = a.save_state();
   std::string message;
-  if (b.load_state(state, &message) != PD_OK) return fail(name, "load_state of a state just saved failed: " + message);
+  if (b.try_load_state(state, &message) != PD_OK) return fail(name, "load_state of a state just saved failed: " + message);
   if (b.save_state() != state) return fail(name, "save(load(state)) differs from state");
-  const Evaluation ea = a.evaluate(second), eb = b.evaluate(second);
+  const Evaluation ea = a.try_evaluate(second), eb = b.try_evaluate(second);
   if (!same_evaluation(ea, eb, true)) return fail(name, "after load_state the instance does not continue like the original");
   ObjectiveInstance c(ctx.plugin, ctx.params);
   const std::string garbage = "\x01 this is not a saved state \x7f";
-  if (c.load_state(garbage, &message) == PD_OK) return fail(name, "load_state accepted garbage instead of refusing it");
+  if (c.try_load_state(garbage, &message) == PD_OK) return fail(name, "load_state accepted garbage instead of refusing it");
   return pass(name, std::to_string(state.size()) + " bytes; save/load/continue bit-identical; garbage refused (" +
                         message + ")");
 }
@@ -498,25 +501,28 @@ std::string Report::text() const {
   return out;
 }
 
-Report check_objective(const pd_plugin_descriptor& plugin, const std::vector<pd_param_value>& params) {
+Report check_objective(const PluginLibrary& plugin, const ParamSet& params,
+                       const std::function<void(const CheckResult&)>& on_check) {
   Report report;
-  report.plugin_id = plugin.id != nullptr ? plugin.id : "";
-  report.checks.push_back(check_descriptor(plugin));
-  if (!report.checks.back().passed) return report;
-  report.checks.push_back(check_schema(plugin));
+  report.plugin_id = plugin.id();
+  auto add = [&](CheckResult result) {
+    if (on_check) on_check(result);
+    report.checks.push_back(std::move(result));
+    return report.checks.back().passed;
+  };
+  if (!add(check_descriptor(plugin))) return report;
+  add(check_schema(plugin));
 
-  Context ctx{plugin, {}};
-  ctx.coupled = (plugin.capabilities & PD_CAP_BATCH_COUPLED) != 0;
-  ctx.stateful = (plugin.capabilities & PD_CAP_STATEFUL) != 0;
+  Context ctx{plugin, params};
+  ctx.coupled = (plugin.descriptor->capabilities & PD_CAP_BATCH_COUPLED) != 0;
+  ctx.stateful = (plugin.descriptor->capabilities & PD_CAP_STATEFUL) != 0;
   try {
-    ctx.params = resolve_params(plugin, params);
     ObjectiveInstance probe(plugin, ctx.params);
   } catch (const std::exception& e) {
-    report.checks.push_back(fail("create", e.what()));
+    add(fail("create", e.what()));
     return report;
   }
-  report.checks.push_back(measure_margin_scale(ctx));
-  if (!report.checks.back().passed) return report;
+  if (!add(measure_margin_scale(ctx))) return report;
 
   using Check = CheckResult (*)(Context&);
   const std::pair<const char*, Check> checks[] = {
@@ -529,11 +535,29 @@ Report check_objective(const pd_plugin_descriptor& plugin, const std::vector<pd_
       {"optional inputs", &check_optional_inputs}};
   for (const auto& check : checks) {
     try {
-      report.checks.push_back(check.second(ctx));
+      add(check.second(ctx));
     } catch (const std::exception& e) {
-      report.checks.push_back(fail(check.first, e.what()));
+      add(fail(check.first, e.what()));
     }
   }
+  return report;
+}
+
+PluginLibrary load_plugin(const std::string& path) { return instance::load_library(path, default_host_services()); }
+
+ParamSet resolve_params(const PluginLibrary& plugin, const Params& params) {
+  return instance::resolve_or_throw(plugin, params);
+}
+
+Report check_objective(const PluginLibrary& plugin, const Params& params) {
+  std::vector<instance::ParamProblem> problems;
+  const ParamSet resolved = instance::resolve_params(plugin.params, params, {}, problems);
+  if (problems.empty()) return check_objective(plugin, resolved, nullptr);
+  Report report;
+  report.plugin_id = plugin.id();
+  std::string detail;
+  for (const instance::ParamProblem& p : problems) detail += (detail.empty() ? "" : "; ") + p.message;
+  report.checks.push_back(fail("parameters", detail));
   return report;
 }
 

@@ -4,12 +4,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "prefdiff/conformance.hpp"
+#include "prefdiff/instance/plugin_call.hpp"
 
 namespace {
 
@@ -31,32 +31,12 @@ bool parse_double(const std::string& text, double* value) {
   return !text.empty() && end != nullptr && *end == '\0' && errno == 0;
 }
 
-// key=value typed by the plugin's schema. String values live in `strings` (a deque never moves them).
-pd_param_value parse_param(const pd_plugin_descriptor& plugin, const std::string& assignment,
-                           std::deque<std::string>& strings) {
+// key=value as given: a number, true/false or a word, checked against the plugin's schema by the resolver.
+prefdiff::instance::GivenParam parse_param(const std::string& assignment) {
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) throw std::invalid_argument("--param needs key=value, got '" + assignment + "'");
-  const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
-  for (uint32_t s = 0; s < plugin.param_count; ++s) {
-    const pd_param_spec& spec = plugin.params[s];
-    if (spec.name == nullptr || key != spec.name) continue;
-    pd_param_value value{};
-    value.struct_size = sizeof(pd_param_value);
-    value.type = spec.type;
-    value.name = spec.name;
-    if (spec.type == PD_PARAM_STRING) {
-      strings.push_back(text);
-      value.string = strings.back().c_str();
-    } else if (spec.type == PD_PARAM_BOOL) {
-      if (text != "true" && text != "false" && text != "1" && text != "0")
-        throw std::invalid_argument("--param " + key + ": expected true or false, got '" + text + "'");
-      value.number = (text == "true" || text == "1") ? 1.0 : 0.0;
-    } else if (!parse_double(text, &value.number)) {
-      throw std::invalid_argument("--param " + key + ": '" + text + "' is not a number");
-    }
-    return value;
-  }
-  throw std::invalid_argument("plugin '" + std::string(plugin.id) + "' has no parameter '" + key + "'");
+  const std::string text = assignment.substr(eq + 1);
+  return {assignment.substr(0, eq), prefdiff::instance::parse_value_text(text), text, ""};
 }
 
 }  // namespace
@@ -91,13 +71,17 @@ int main(int argc, char** argv) {
   }
   if (eval != !margins_text.empty()) return usage_error("--eval and --margins go together");
 
+  namespace instance = prefdiff::instance;
+  instance::install_crash_reporter("prefdiff-plugin-check", 1);
   try {
-    const prefdiff::conformance::LoadedPlugin plugin = prefdiff::conformance::load_plugin(first);
-    std::deque<std::string> strings;
-    std::vector<pd_param_value> params;
-    for (const std::string& assignment : assignments) params.push_back(parse_param(*plugin.descriptor, assignment, strings));
+    const instance::PluginLibrary plugin = instance::load_library(first, instance::default_host_services());
+    if (plugin.kind() != PD_KIND_OBJECTIVE)
+      throw std::invalid_argument(plugin.label() + " is not an objective; the conformance kit checks objectives");
+    std::vector<instance::GivenParam> given;
+    for (const std::string& assignment : assignments) given.push_back(parse_param(assignment));
+    const instance::ParamSet params = instance::resolve_or_throw(plugin, given);
     if (!eval) {
-      const prefdiff::conformance::Report report = prefdiff::conformance::check_objective(*plugin.descriptor, params);
+      const prefdiff::conformance::Report report = prefdiff::conformance::check_objective_isolated(plugin, params);
       std::cout << report.text();
       return report.passed() ? 0 : 1;
     }
@@ -111,7 +95,7 @@ int main(int argc, char** argv) {
       margins.push_back(h);
       begin = comma + 1;
     }
-    std::cout << prefdiff::conformance::evaluate_margins_json(*plugin.descriptor, params, margins, step) << "\n";
+    std::cout << prefdiff::conformance::evaluate_margins_json(plugin, params, margins, step) << "\n";
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "prefdiff-plugin-check: " << e.what() << "\n";

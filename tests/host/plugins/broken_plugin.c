@@ -25,6 +25,9 @@ PD_EXPORT pd_status prefdiff_plugin_entry(uint32_t host_major, uint32_t host_min
   return PD_ERR_INTERNAL;
 #elif defined(BROKEN_TINY_TABLE)
   functions.struct_size = 4;
+#elif defined(BROKEN_NULL_FUNCTION)
+  /* a table of the right size whose functions are all NULL: it used to be listed as fine, then crash
+   * `plugins check`, `plugins eval`, `recipe validate` and `train --dry-run` on the first call */
 #endif
   *out = &descriptor;
   return PD_OK;

@@ -1,41 +1,32 @@
-// Tier-1 plugin loading (Boost.DLL) and the registry of everything found on the plugin path.
+// The registry of every plugin found on the plugin path, plus the components built into the host. Loading
+// and checking one library is the plugin-instance layer's (prefdiff/instance/library.hpp).
 #pragma once
 
-#include <stdexcept>
+#include <functional>
 #include <string>
 #include <vector>
 
-#include "prefdiff/abi.h"
-#include "prefdiff/host/schema.hpp"
+#include "prefdiff/instance/library.hpp"
 
 namespace prefdiff {
 
-// A plugin library that loaded and answered with a valid descriptor. Libraries are never unloaded.
-struct LoadedPlugin {
-  std::string path;
-  const pd_plugin_descriptor* descriptor = nullptr;
-  std::vector<KeySpec> params;  // the descriptor's schema, host-side
-
-  std::string id() const { return descriptor->id; }
-  pd_kind kind() const { return static_cast<pd_kind>(descriptor->kind); }
-  const KeySpec* param(const std::string& name) const;
-};
-
-class PluginLoadError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-const char* kind_name(pd_kind kind);  // "objective", "noise-injector", "dataset"
-
-// Loads one library and validates its descriptor. Throws PluginLoadError naming the file and the fix
-// for: a file that is not a shared library, a missing entry symbol, an ABI major mismatch, a descriptor
-// or function table too small, an invalid schema.
-LoadedPlugin load_plugin_library(const std::string& path);
+using instance::kind_name;
+using instance::PluginLibrary;
+using instance::PluginLoadError;
 
 struct PluginProblem {
   std::string path;
   std::string message;
+};
+
+// What the host knows of a component built into it beyond its descriptor (plugins from files have none).
+struct BuiltinTraits {
+  // The source serves the model its pairs were made for (attribute "reference_model"): the backbone's
+  // weights come from it, and [backbone] pretrained / config are refused.
+  bool supplies_model = false;
+  // Checks the source's paths before anything runs (cheap, no reads); one message per problem. Without it
+  // every non-empty path parameter must exist.
+  std::function<std::vector<std::string>(const instance::ParamSet&)> check_paths;
 };
 
 class PluginRegistry {
@@ -49,17 +40,22 @@ class PluginRegistry {
   void scan(const std::vector<std::string>& folders_or_files);
   // Adds one library; a second library with the same id is a problem naming both paths.
   void load(const std::string& path);
-  // A component built into the host (e.g. the synthetic "toy-world" data source): listed, described and
-  // validated like a plugin; its `path` says "built-in".
-  void add_builtin(LoadedPlugin component);
+  // A component built into the host (e.g. the synthetic world's pair source), called through its entry
+  // point in-process: listed, described, validated and instantiated like a plugin; its `path` says
+  // "built-in".
+  void add_builtin(pd_entry_fn entry, BuiltinTraits traits = {});
 
-  const LoadedPlugin* find(const std::string& id) const;
+  const PluginLibrary* find(const std::string& id) const;
+  // The traits of a built-in component, or nullptr for plugins loaded from files.
+  const BuiltinTraits* builtin_traits(const std::string& id) const;
   std::vector<std::string> ids(pd_kind kind) const;
-  const std::vector<LoadedPlugin>& plugins() const { return plugins_; }
+  const std::vector<PluginLibrary>& plugins() const { return plugins_; }
   const std::vector<PluginProblem>& problems() const { return problems_; }
 
  private:
-  std::vector<LoadedPlugin> plugins_;
+  bool add(PluginLibrary plugin, const std::string& where);
+  std::vector<PluginLibrary> plugins_;
+  std::vector<std::pair<std::string, BuiltinTraits>> builtins_;
   std::vector<PluginProblem> problems_;
   std::vector<std::string> seen_files_;
 };

@@ -45,6 +45,11 @@ inline constexpr const char* kEvalPrefix = "eval/";
 // of the same length; the logger guarantees that the keys line up, see log_window).
 using AllReduceSum = std::function<void(std::vector<double>&)>;
 
+// Receives every row the writer wrote, after metrics.jsonl and metrics.csv: its step, epoch and values with
+// the keys as written (validation rows with their "eval/" prefix). Other outputs of the same rows, such as
+// TensorBoard (tensorboard/tensorboard_sink.hpp), hang here. An exception propagates to the caller.
+using RowSink = std::function<void(std::int64_t step, double epoch, const std::map<std::string, double>& values)>;
+
 struct MetricsOptions {
   bool writer = true;  // rank 0 writes; other ranks only accumulate and take part in the reduction
   // Resuming from a checkpoint of this step: rows after it (written by the killed run past its last
@@ -53,15 +58,26 @@ struct MetricsOptions {
   bool fsync_rows = true;  // fsync both files after each row (rows are per window, not per step)
 };
 
-class MetricsLogger {
+// Where the trainer's metrics go. MetricsLogger writes metrics.jsonl and metrics.csv and hands every row it
+// wrote to its row sinks (TensorBoard, add_row_sink); a sink of another kind implements these calls.
+class MetricsSink {
+ public:
+  virtual ~MetricsSink() = default;
+  virtual void add(const std::string& key, double value) = 0;
+  virtual void set(const std::string& key, double value) = 0;
+  virtual std::map<std::string, double> log_window(std::int64_t step, double epoch, const AllReduceSum& all_reduce_sum) = 0;
+  virtual void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values) = 0;
+};
+
+class MetricsLogger : public MetricsSink {
  public:
   explicit MetricsLogger(std::filesystem::path run_dir, MetricsOptions options = {});
 
   // Window accumulation. add(): averaged over every value added in the window on every rank.
   // set(): a gauge (lr, pairs_per_s computed from the global batch): the last value of the window; across
   // ranks the mean of each rank's last value. NaN is kept (it shows in the logs instead of vanishing).
-  void add(const std::string& key, double value);
-  void set(const std::string& key, double value);
+  void add(const std::string& key, double value) override;
+  void set(const std::string& key, double value) override;
   bool window_empty() const { return sums_.empty(); }
   std::vector<std::string> window_keys() const;  // sorted: the same order on every rank
 
@@ -73,12 +89,15 @@ class MetricsLogger {
 
   // window_means(), a row written by the writer with `step` and `epoch`, then reset_window().
   std::map<std::string, double> log_window(std::int64_t step, double epoch,
-                                           const AllReduceSum& all_reduce_sum = nullptr);
+                                           const AllReduceSum& all_reduce_sum = nullptr) override;
 
   // One row (writer only; a no-op on other ranks). Keys must not be "step" or "epoch".
   void write_row(std::int64_t step, double epoch, const std::map<std::string, double>& values);
   // Validation: the same, with "eval/" put in front of every key that lacks it; its own row.
-  void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values);
+  void write_eval(std::int64_t step, double epoch, const std::map<std::string, double>& values) override;
+
+  // Adds a sink that sees every row written from now on (writer only: other ranks never call it).
+  void add_row_sink(RowSink sink) { sinks_.push_back(std::move(sink)); }
 
   const std::vector<std::string>& csv_columns() const { return columns_; }  // "step", "epoch", sorted keys
   std::filesystem::path jsonl_path() const { return dir_ / "metrics.jsonl"; }
@@ -94,6 +113,7 @@ class MetricsLogger {
   std::map<std::string, double> sums_;
   std::map<std::string, double> counts_;
   std::vector<std::string> columns_;
+  std::vector<RowSink> sinks_;
 };
 
 }  // namespace prefdiff::run

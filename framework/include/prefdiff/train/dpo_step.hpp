@@ -1,9 +1,11 @@
-// One Diffusion-DPO micro-step, exactly as SalesforceAIResearch/DiffusionDPO train.py computes it:
-// winner and loser share timestep and noise; policy (with grad) and frozen reference (without) predict
-// on the same noisy latents; per-image MSE in fp32 (mean over C,H,W); the four per-pair vectors go to
-// the objective plugins as host doubles; their per-pair gradients come back and are applied through
-// the surrogate S = grad_scale * sum_i (g_w,i * model_w,i + g_l,i * model_l,i), whose gradient with
-// respect to the policy's parameters is exactly the objective's.
+// One Diffusion-DPO micro-step, exactly as SalesforceAIResearch/DiffusionDPO train.py computes it, as
+// named stages that train_step() (step.cpp) calls in order: winner and loser share timestep and noise
+// (add_noise); policy (with grad) and frozen reference (without) predict on the same noisy latents, and
+// each image's MSE is taken in fp32, mean over C,H,W (predict); the four per-pair vectors go to the
+// objective plugins as host doubles (to_objective_inputs, ObjectiveSet::evaluate); their per-pair
+// gradients come back and are applied through the surrogate S = grad_scale * sum_i (g_w,i * model_w,i +
+// g_l,i * model_l,i), whose gradient with respect to the policy's parameters is exactly the objective's
+// (backward_surrogate). DpoStep runs the stages as one call (validation, the golden test, benchmarks).
 #pragma once
 
 #include <optional>
@@ -28,6 +30,26 @@ struct DpoBatch {
   at::Tensor noise;                  // [B,C,H,W], one per pair
 };
 
+// The doubled batch (winners first, then losers) with shared t and noise, noised.
+struct NoisedPairs {
+  at::Tensor noisy, target, timesteps, text;
+  std::optional<AddedConditions> added;
+};
+NoisedPairs add_noise(const diffusion::NoiseSchedule& schedule, const DpoBatch& batch);
+
+// Predictions and per-image fp32 MSEs ([2B], winners first) of the policy (with grad) and the reference.
+struct Predictions {
+  at::Tensor model_pred, model_mse, ref_pred, ref_mse;
+};
+Predictions predict(Backbone& policy, Backbone& reference, const NoisedPairs& pairs);
+
+// The objective's inputs on the host: one device-to-host copy for model MSEs, reference MSEs and timesteps.
+ObjectiveInputs to_objective_inputs(const Predictions& predictions, const DpoBatch& batch, int64_t step,
+                                    uint64_t global_pairs);
+
+// Backpropagates the surrogate sum_i (g_w,i * model_w,i + g_l,i * model_l,i) * grad_scale.
+void backward_surrogate(const at::Tensor& model_mse, const ObjectiveOutputs& objective, double grad_scale);
+
 struct DpoStepResult {
   ObjectiveInputs errors;      // model_w, model_l, ref_w, ref_l (per pair, fp32 computed, as doubles)
   ObjectiveOutputs objective;  // per-pair loss, gradients, margins; diagnostics
@@ -36,6 +58,7 @@ struct DpoStepResult {
   double margin = 0.0;             // mean h
   // Kept only when asked (tests, debugging).
   at::Tensor noisy_latents, model_pred, ref_pred;
+  void summarize();  // loss, implicit_accuracy and margin from `objective`
 };
 
 class DpoStep {

@@ -1,11 +1,12 @@
-// `prefdiff train RECIPE`: the Diffusion-DPO training loop of ../shared/spec/architecture.md from one
-// CPU to many GPUs. See docs/training.md.
+// `prefdiff train RECIPE`: the Diffusion-DPO training loop, from one CPU to many GPUs: a session
+// (session.hpp) set up once, then train_step() (step.hpp) per optimizer step, with metrics, validation and
+// checkpoints around it. See docs/training.md.
 #pragma once
 
 #include <string>
 
 #include "prefdiff/host/plugin_registry.hpp"
-#include "prefdiff/host/recipe.hpp"
+#include "prefdiff/recipe/recipe.hpp"
 
 namespace prefdiff {
 

@@ -1,0 +1,1 @@
+"""One module per reference case (or family of cases); each exposes generate(ctx[, case])."""
