@@ -3,7 +3,7 @@
 with backward"): bytes per optimizer step, the all-reduce time on 8 GPUs per node and 1-16 nodes, the backward
 it can hide behind (from a measured results.json), and the part hidden by GradientBuckets' overlap.
 
-  scaling_model.py [RESULTS_JSON] [--nvlink-gbs 450] [--ib-gbits 400] [--bucket-mib 25] [--markdown]
+  scaling_model.py [RESULTS_JSON] [--nvlink-gbs 450] [--ib-gbits 400] [--bucket-mib 25]   (a markdown table)
 
 Assumptions (stated, not measured here): NVLink ~450 GB/s and InfiniBand 400 Gb/s (50 GB/s) per GPU, one NIC per
 GPU; ring all-reduce moves 2(n-1)/n x bytes through each GPU's slowest link. Two bounds: a flat ring over all
