@@ -5,12 +5,26 @@
 // FLOPs and MFU are added by bench/device/report.py from the FLOP count and the measured matmul ceiling.
 //
 //   dpo_step_bench --config CONFIG_JSON --latent 64 --pairs 8 --optimizer adamw|adafactor
-//                  [--checkpointing 0|1] [--channels-last 0|1] [--device cuda|cpu] [--autocast bfloat16|none]
-//                  [--ref-dtype bfloat16|float32] [--ctx-len 77] [--warmup 3] [--steps 10] [--profile-steps 2]
-//                  [--multi-tensor auto|on|off] [--out FILE.json]
+//                  [--checkpointing 0|1] [--activation-budget-gb G] [--channels-last 0|1] [--device cuda|cpu]
+//                  [--autocast bfloat16|none] [--ref-dtype bfloat16|float32] [--ctx-len 77] [--warmup 3]
+//                  [--steps 10] [--profile-steps 2] [--multi-tensor auto|on|off] [--adafactor fused|batched|loop]
+//                  [--overlap 0|1] [--out FILE.json]
 //
+//   --checkpointing 1          every checkpointing unit (each resnet, transformer input part and transformer layer)
+//   --activation-budget-gb G   selective checkpointing: only the units the estimate needs to fit G GiB
+//   --adafactor                fused CUDA kernels (default where compiled), the batched ATen update, or the
+//                              per-tensor loop ([optim] multi_tensor = "off")
+//   --overlap 1                gradient all-reduce overlapped with backward (GradientBuckets) through a one-rank
+//                              group (NCCL on CUDA, Gloo on the CPU): what the hooks and collectives cost
+//
+// The JSON also holds the checkpointing choice, the memory at each phase of the profile steps (c10's caching
+// allocator: allocated before the step, peak in forward+backward, after it, peak in the optimizer), and on CUDA
+// the SDPA kernel each attention shape takes in bf16.
 // On CUDA out-of-memory the case is retried with half the pairs (reported as "pairs" and "oom_retries").
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -32,7 +46,11 @@
 #include "prefdiff/host/objective_set.hpp"
 #include "prefdiff/optim/grad_clip.hpp"
 #include "prefdiff/optim/optimizer.hpp"
+#include "prefdiff/torch_host/distributed.hpp"
+#include "prefdiff/torch_host/gradient_buckets.hpp"
 #include "prefdiff/train/dpo_step.hpp"
+#include "prefdiff/unet2d/config.hpp"
+#include "prefdiff/unet2d/sdpa_backend.hpp"
 
 using namespace prefdiff;
 using Clock = std::chrono::steady_clock;
@@ -42,8 +60,10 @@ namespace {
 struct Args {
   std::string config, optimizer = "adamw", device = "cuda", autocast = "bfloat16", ref_dtype = "bfloat16", out;
   std::string multi_tensor = "auto";  // [optim] multi_tensor
+  std::string adafactor = "fused";    // fused | batched | loop
   int64_t latent = 64, pairs = 8, ctx_len = 77;
-  bool checkpointing = false, channels_last = false;
+  bool checkpointing = false, channels_last = false, overlap = false;
+  double activation_budget_gb = 0;  // > 0: selective checkpointing
   int warmup = 3, steps = 10, profile_steps = 2;
 };
 
@@ -61,6 +81,7 @@ Args parse(int argc, char** argv) {
     using T = std::decay_t<decltype(v)>;
     if constexpr (std::is_same_v<T, std::string>) v = it->second;
     else if constexpr (std::is_same_v<T, bool>) v = it->second == "1" || it->second == "true";
+    else if constexpr (std::is_same_v<T, double>) v = std::stod(it->second);
     else v = static_cast<T>(std::stoll(it->second));
     kv.erase(it);
   };
@@ -68,7 +89,10 @@ Args parse(int argc, char** argv) {
   take("ref-dtype", a.ref_dtype); take("out", a.out); take("latent", a.latent); take("pairs", a.pairs);
   take("ctx-len", a.ctx_len); take("checkpointing", a.checkpointing); take("channels-last", a.channels_last);
   take("warmup", a.warmup); take("steps", a.steps); take("profile-steps", a.profile_steps);
-  take("multi-tensor", a.multi_tensor);
+  take("multi-tensor", a.multi_tensor); take("adafactor", a.adafactor); take("overlap", a.overlap);
+  take("activation-budget-gb", a.activation_budget_gb);
+  if (a.adafactor != "fused" && a.adafactor != "batched" && a.adafactor != "loop")
+    throw std::invalid_argument("--adafactor " + a.adafactor + ": expected fused, batched or loop");
   if (!kv.empty()) throw std::invalid_argument("unknown option --" + kv.begin()->first);
   if (a.config.empty()) throw std::invalid_argument("--config is required");
   return a;
@@ -85,6 +109,38 @@ void sync(const c10::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize(d.index() < 0 ? 0 : d.index());
 #endif
   (void)d;
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The caching allocator's bytes now, and its peak since the last reset (0 off CUDA).
+struct Mem {
+  double allocated = 0, peak = 0;
+};
+Mem memory(const c10::Device& d, bool reset_peak_after = false) {
+  Mem m;
+#ifdef PREFDIFF_WITH_CUDA
+  if (d.is_cuda()) {
+    const c10::DeviceIndex di = d.index() < 0 ? 0 : d.index();
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(di);
+    m.allocated = static_cast<double>(stats.allocated_bytes[0].current);  // [0]: StatType::AGGREGATE
+    m.peak = static_cast<double>(stats.allocated_bytes[0].peak);
+    if (reset_peak_after) c10::cuda::CUDACachingAllocator::resetPeakStats(di);
+  }
+#endif
+  (void)d;
+  (void)reset_peak_after;
+  return m;
 }
 
 double peak_rss_bytes() {
@@ -118,6 +174,7 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
     reference->set_channels_last(true);
   }
   policy->set_gradient_checkpointing(a.checkpointing);
+  if (a.activation_budget_gb > 0) policy->set_activation_budget(a.activation_budget_gb * 1024.0 * 1024.0 * 1024.0);
   sync(device);
   const double build_s = std::chrono::duration<double>(Clock::now() - t0).count();
 
@@ -132,7 +189,28 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
                        {"eps", 1e-8}, {"adafactor_eps1", 1e-30}, {"adafactor_eps2", 1e-3},
                        {"adafactor_clip_threshold", 1.0}, {"adafactor_decay_rate", -0.8},
                        {"multi_tensor", a.multi_tensor}};
-  auto optimizer = optim::make_optimizer(optim, named);
+  std::unique_ptr<optim::Optimizer> optimizer;
+  if (a.optimizer == "adafactor") {
+    optim::AdafactorOptions o;
+    o.lr = 1e-8;
+    o.weight_decay = 1e-2;
+    o.batched = a.adafactor != "loop";
+    if (a.adafactor == "batched") o.fused = false;  // "fused": the kernels where they apply (CUDA float32)
+    optimizer = optim::make_adafactor(named, o);
+  } else {
+    optimizer = optim::make_optimizer(optim, named);
+  }
+  // Gradient all-reduce overlapped with backward, through a one-rank group: the hooks, the bucket copies and the
+  // collectives run as with several ranks, minus the wire time.
+  std::unique_ptr<DataParallelGroup> group;
+  std::unique_ptr<GradientBuckets> buckets;
+  if (a.overlap) {
+    DistributedEnv env;
+    env.master_port = free_port();
+    group = std::make_unique<DataParallelGroup>(env, device.is_cuda() ? "nccl" : "gloo", 600.0,
+                                                /*one_rank_collectives=*/true);
+    buckets = std::make_unique<GradientBuckets>(*group, named);
+  }
 
   PluginRegistry registry;
   registry.scan({PREFDIFF_PLUGIN_BUILD_DIR});
@@ -173,7 +251,9 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
     sync(device);
     const auto s0 = Clock::now();
     optimizer->zero_grad();
+    if (buckets) buckets->prepare(/*sync=*/true);
     const DpoStepResult r = step.train(batch, 1.0 / static_cast<double>(pairs), i, static_cast<uint64_t>(pairs));
+    if (buckets) buckets->finish();
     if (a.optimizer == "adamw") last_norm = optim::clip_grad_norm(params, 1.0).total_norm;
     optimizer->step();
     sync(device);
@@ -190,6 +270,8 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
   // Where a step's time goes: a few more steps with a device sync between the phases (kept out of the
   // timed steps above, whose phases overlap on the device as in training). Median per phase.
   std::map<std::string, std::vector<double>> phases;
+  std::map<std::string, double> mem;  // bytes, the largest over the profile steps
+  auto note = [&mem](const char* name, double v) { mem[name] = std::max(mem[name], v); };
   for (int i = 0; i < a.profile_steps; ++i) {
     const DpoBatch batch = make_batch();
     sync(device);
@@ -201,12 +283,24 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
       mark = now;
     };
     optimizer->zero_grad();
+    note("allocated_before_step", memory(device, /*reset_peak_after=*/true).allocated);
+    if (buckets) buckets->prepare(/*sync=*/true);
     step.train(batch, 1.0 / static_cast<double>(pairs), a.warmup + a.steps + i, static_cast<uint64_t>(pairs));
     lap("forward_backward");
+    if (buckets) {
+      buckets->finish();
+      lap("gradient_all_reduce_finish");
+    }
+    const Mem fb = memory(device, true);
+    note("peak_forward_backward", fb.peak);
+    note("allocated_after_backward", fb.allocated);
     if (a.optimizer == "adamw") optim::clip_grad_norm(params, 1.0);
     lap("grad_clip");
     optimizer->step();
     lap("optimizer");
+    const Mem op = memory(device, true);
+    note("peak_optimizer", op.peak);
+    note("allocated_after_optimizer", op.allocated);
   }
   nlohmann::json phase_s = nlohmann::json::object();
   for (auto& [name, v] : phases) {
@@ -221,7 +315,28 @@ nlohmann::json run_case(const Args& a, const nlohmann::json& config, int64_t pai
                      {"build_s", build_s}, {"step_times_s", times}, {"median_step_s", median},
                      {"pairs_per_s", static_cast<double>(pairs) / median}, {"last_loss", last_loss},
                      {"last_grad_norm", last_norm}, {"threads", at::get_num_threads()}, {"phase_s", phase_s},
-                     {"multi_tensor", optimizer->multi_tensor()}};
+                     {"multi_tensor", optimizer->multi_tensor()},
+                     {"adafactor", a.optimizer == "adafactor" ? a.adafactor : ""},
+                     {"activation_budget_gb", a.activation_budget_gb},
+                     {"checkpointing_choice", policy->checkpointing_summary()},
+                     {"overlap", a.overlap}, {"memory_phases_bytes", mem}};
+  out["checkpointing_choice"].erase("names");  // the count is enough here; the list is long for SDXL
+  if (buckets) {
+    out["gradient_buckets"] = {{"buckets", buckets->layout().size()},
+                               {"launched_during_backward", buckets->launched_during_backward()},
+                               {"launched_by_finish", buckets->launched_by_finish()},
+                               {"rebuilt_by_arrival", buckets->rebuilt()},
+                               {"backend", group->backend()}};
+  }
+  if (device.is_cuda()) {
+    // The SDPA kernel each attention shape of this policy forward takes in bf16 (autocast's dtype).
+    nlohmann::json calls = nlohmann::json::array();
+    const auto ucfg = unet2d::Unet2dConfig::from_json(config);
+    for (const auto& c : unet2d::attention_backends(ucfg, {2 * pairs, a.latent, a.latent, a.ctx_len}, at::kBFloat16, device))
+      calls.push_back({{"kind", c.kind}, {"batch", c.batch}, {"heads", c.heads}, {"q_len", c.q_len},
+                       {"kv_len", c.kv_len}, {"head_dim", c.head_dim}, {"calls", c.calls}, {"backend", c.backend}});
+    out["sdpa"] = calls;
+  }
 #ifdef PREFDIFF_WITH_CUDA
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(di);

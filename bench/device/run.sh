@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The GPU path of issue 8 in one call: build prefdiff against the machine's PyTorch LibTorch, run the golden
-# tests on the GPU in float32 (README tolerances, TF32 off) and under bf16 autocast (docs/performance.md),
-# time one Diffusion-DPO step (SD1.5-size UNet at 64x64 latents, SDXL-size at 128x128) and the two diffusers
-# baselines, and write results.json, run.log and details.tar.gz into $OUT.
+# The GPU path (issues 8 and 17) in one call: build prefdiff against the machine's PyTorch LibTorch, run the
+# golden tests on the GPU in float32 (README tolerances, TF32 off) and under bf16 autocast (docs/performance.md),
+# the device-only tests (fused Adafactor against the float64 update; no attention call on the math SDPA path),
+# time one Diffusion-DPO step (SD1.5-size UNet at 64x64 latents, SDXL-size at 128x128) in its variants (SDXL:
+# fused / batched / per-tensor Adafactor, every unit / a budget's units checkpointed; both: gradient all-reduce
+# hooks on, one rank) and the two diffusers baselines (the UNet-alone one with the allocator's history at its
+# peak), and write results.json, run.log and details.tar.gz into $OUT.
 #
 #   bench/device/run.sh                  on the GPU machine (after bench/device/prepare.sh here; carry
 #                                        bench/device/carry); bounded by --budget seconds (default 560)
 #   bench/device/run.sh --cpu --tiny     the whole pipeline on the CPU with the tiny golden configs
 #
 # Options: --cpu, --tiny, --budget S, --cases sd15,sdxl, --skip-golden, --skip-bench, --build-only, --jobs N.
+# PREFDIFF_BENCH_SDXL_BUDGET_GB (default 40): the activation budget of the selective-checkpointing SDXL row.
 # Every phase has its own timeout inside the budget; a failed or timed-out phase is reported (ERROR lines,
 # *.err in details.tar.gz) and makes the script exit non-zero, but later phases still run so that one call
 # returns as many numbers as it can. A failed build stops the script.
@@ -25,7 +29,7 @@ while [ $# -gt 0 ]; do
     --skip-bench) skip_bench=1 ;;
     --build-only) build_only=1 ;;
     --jobs) jobs="$2"; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -Eeuo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -145,14 +149,16 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     cfg+=(-DCMAKE_PREFIX_PATH="$torch_prefix;$prefix/usr" -DHDF5_ROOT="$lib/hdf5/serial"
           -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$lib" -DCMAKE_SHARED_LINKER_FLAGS="-Wl,-rpath-link,$lib"
           -DCMAKE_MODULE_LINKER_FLAGS="-Wl,-rpath-link,$lib")
-    [ -d /usr/local/cuda ] && cfg+=(-DCUDAToolkit_ROOT=/usr/local/cuda)
+    [ -d /usr/local/cuda ] && cfg+=(-DCUDAToolkit_ROOT=/usr/local/cuda -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
     export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+    cfg+=(-DPREFDIFF_CUDA_ARCHITECTURES="${PREFDIFF_CUDA_ARCHITECTURES:-90}")  # the fused Adafactor kernels: sm_90
   fi
   command -v ccache >/dev/null && cfg+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   phase configure 120 cmake "${cfg[@]}" || finish 1
 fi
 # -k 0: one call reports every translation unit that fails against this machine's LibTorch, not just the first.
-phase build 420 cmake --build "$build" -j "$jobs" --target test_unet_golden test_dpo_step_golden dpo_step_bench -- -k 0 || finish 1
+phase build 420 cmake --build "$build" -j "$jobs" --target test_unet_golden test_dpo_step_golden dpo_step_bench test_optim \
+  test_unet_sdpa -- -k 0 || finish 1
 [ "$build_only" = 1 ] && finish 0
 
 # ---- Golden tests on the device: float32 (README tolerances, TF32 off) and bfloat16 autocast.
@@ -166,6 +172,15 @@ if [ "$skip_golden" = 0 ]; then
   done
 fi
 
+# ---- Device-only tests: the fused Adafactor kernels against the float64 update (skipped without a GPU), and
+# which SDPA kernel every SD1.5 / SDXL attention shape takes in bf16 (none may be math).
+if [ "$skip_golden" = 0 ]; then
+  phase device_adafactor_fused 60 "$build/tests/optim/test_optim" --gtest_filter='AdafactorFused.*' \
+    --gtest_output="json:$parts/device_adafactor_fused.json" || true
+  phase device_sdpa 60 env PREFDIFF_TEST_DEVICE="$device" "$build/tests/backbones/test_unet_sdpa" \
+    --gtest_output="json:$parts/device_sdpa.json" || true
+fi
+
 # ---- Benchmarks.
 bench_py=("$py" "$root/bench/device/torch_side.py")
 # GPU: reference (and the official script's VAE) in bf16. CPU: float32 and one thread on both sides (CPU bf16
@@ -173,26 +188,31 @@ bench_py=("$py" "$root/bench/device/torch_side.py")
 wdt=bfloat16
 if [ "$cpu" = 1 ]; then wdt=float32; export OMP_NUM_THREADS=1; fi
 if [ "$skip_bench" = 0 ]; then
+  sdxl_budget="${PREFDIFF_BENCH_SDXL_BUDGET_GB:-40}"
   if [ "$tiny" = 1 ]; then
     # name config latent pairs optimizer checkpointing vae ctx warmup steps
     specs=("tiny_sd15 $golden/unet_sd15_tiny/config.json 16 2 adamw 0 $golden/vae_tiny/config.json 7 1 3"
            "tiny_sdxl $golden/unet_sdxl_tiny/config.json 16 2 adafactor 1 $golden/vae_tiny/config.json 7 1 3")
     mm=(--n 1024 --dtype float32 --warmup 2 --reps 5)
+    sdxl_budget=0.02  # 20 MiB: 17 of the tiny SDXL's 50 units checkpointed (all: 6.5 MB, none: 35 MB)
   else
     specs=("sd15 $root/tests/fixtures/configs/sd15_unet_config.json 64 8 adamw 0 $root/bench/device/configs/sd15_vae_config.json 77 3 8"
            "sdxl $root/tests/fixtures/configs/sdxl_unet_config.json 128 4 adafactor 1 $root/bench/device/configs/sdxl_vae_config.json 77 2 5")
     mm=(--n 8192 --dtype bfloat16)
   fi
   phase matmul 60 "${bench_py[@]}" matmul --device "$device" "${mm[@]}" --out "$parts/matmul.json" || true
-  # Per case: FLOPs (committed count when its config matches, else counted now), prefdiff, prefdiff with
-  # the per-tensor optimizer loops ([optim] multi_tensor = "off": what the multi-tensor update saves), then
-  # (a) and (b). PREFDIFF_BENCH_CHANNELS_LAST=1 adds the channels-last variant (measured 0.96-0.97x on an H100).
-  variants=(prefdiff prefdiff_loop)
+  # Per case: FLOPs (committed count when its config matches, else counted now), prefdiff (fused Adafactor /
+  # AdamW, every unit checkpointed for SDXL), its variants, then (a) and (b). Variants: _overlap (gradient
+  # all-reduce hooks, one rank); SDXL only: _batched (the batched ATen Adafactor), _loop (per-tensor Adafactor),
+  # _budget (selective checkpointing at $sdxl_budget GiB). PREFDIFF_BENCH_CHANNELS_LAST=1 adds the channels-last
+  # variant (measured 0.96-0.97x on an H100). Ordered so that the rows the issue's targets need come first.
+  variants=(prefdiff official unet prefdiff_overlap prefdiff_batched prefdiff_budget prefdiff_loop)
   [ "${PREFDIFF_BENCH_CHANNELS_LAST:-0}" = 1 ] && variants+=(prefdiff_cl)
-  for impl in flops "${variants[@]}" official unet; do
+  for impl in flops "${variants[@]}"; do
     for s in "${specs[@]}"; do
       read -r name config latent pairs optim ckpt vae ctx warm steps <<<"$s"
       [ -n "$cases" ] && [[ ",$cases," != *",${name#tiny_},"* ]] && continue
+      case "$impl" in prefdiff_batched|prefdiff_loop|prefdiff_budget) [ "$optim" = adafactor ] || continue ;; esac
       case "$impl" in
         flops)
           pre="$root/bench/device/flops/$name.json"
@@ -201,18 +221,25 @@ if [ "$skip_bench" = 0 ]; then
           else
             phase "flops_$name" 180 "${bench_py[@]}" flops --config "$config" --latent "$latent" --ctx-len "$ctx" --out "$parts/flops_$name.json" || true
           fi ;;
-        prefdiff|prefdiff_cl|prefdiff_loop)
-          t=150; [ "$tiny" = 0 ] && [ "$name" = sd15 ] && t=100
-          cl=0; [ "$impl" = prefdiff_cl ] && cl=1
-          mt=auto; [ "$impl" = prefdiff_loop ] && mt=off
+        prefdiff*)
+          t=120; [ "$tiny" = 0 ] && [ "$name" = sd15 ] && t=90
+          extra=(--channels-last 0 --overlap 0 --adafactor fused)
+          case "$impl" in
+            prefdiff_cl) extra=(--channels-last 1) ;;
+            prefdiff_overlap) extra=(--overlap 1) ;;
+            prefdiff_batched) extra=(--adafactor batched) ;;
+            prefdiff_loop) extra=(--adafactor loop --multi-tensor off) ;;
+            prefdiff_budget) extra=(--activation-budget-gb "$sdxl_budget") ;;
+          esac
           phase "${impl}_$name" "$t" "$build/bin/dpo_step_bench" --config "$config" --latent "$latent" --pairs "$pairs" \
-            --optimizer "$optim" --checkpointing "$ckpt" --channels-last "$cl" --multi-tensor "$mt" --device "$device" \
+            --optimizer "$optim" --checkpointing "$ckpt" --device "$device" "${extra[@]}" \
             --ctx-len "$ctx" --warmup "$warm" --ref-dtype "$wdt" --steps "$steps" --out "$parts/${impl}_$name.json" || true ;;
         official|unet)
           t=150; [ "$tiny" = 0 ] && [ "$name" = sd15 ] && t=100
+          hist=(); [ "$impl" = unet ] && [ "$optim" = adafactor ] && hist=(--memory-history)  # where (b)'s memory goes
           phase "${impl}_$name" "$t" "${bench_py[@]}" baseline --mode "$impl" --config "$config" --vae-config "$vae" --weight-dtype "$wdt" \
             --latent "$latent" --pairs "$pairs" --optimizer "$optim" --checkpointing "$ckpt" --device "$device" \
-            --ctx-len "$ctx" --warmup "$warm" --steps "$steps" --out "$parts/${impl}_$name.json" || true ;;
+            --ctx-len "$ctx" --warmup "$warm" --steps "$steps" "${hist[@]}" --out "$parts/${impl}_$name.json" || true ;;
       esac
     done
   done

@@ -229,8 +229,21 @@ def run_baseline(a, pairs):
             b["latents"] = torch.randn(2 * pairs, C, a.latent, a.latent, device=device)
         return b
 
-    def step(b):
+    def mark(phases, name, reset=True):
+        """Memory at a phase boundary of a profile step (CUDA only): allocated now and the peak since the last mark."""
+        if phases is None or not cuda:
+            return
+        sync(device)
+        phases.setdefault("allocated_" + name, 0)
+        phases.setdefault("peak_" + name, 0)
+        phases["allocated_" + name] = max(phases["allocated_" + name], torch.cuda.memory_allocated(device))
+        phases["peak_" + name] = max(phases["peak_" + name], torch.cuda.max_memory_allocated(device))
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def step(b, phases=None):
         opt.zero_grad(set_to_none=True)
+        mark(phases, "before_step")
         if a.mode == "official":
             with torch.no_grad():
                 latents = vae.encode(b["pixels"].to(weight_dtype)).latent_dist.sample()
@@ -269,11 +282,14 @@ def run_baseline(a, pairs):
             rw, rl = ref_losses.chunk(2)
         inside = -0.5 * beta * ((mw - ml) - (rw - rl))
         loss = -F.logsigmoid(inside).mean()
+        mark(phases, "forward", reset=False)
         loss.backward()
         loss_value = loss.item()  # the script logs it every step (one host sync, as prefdiff's)
+        mark(phases, "forward_backward")
         if a.optimizer == "adamw":
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        mark(phases, "optimizer")
         return loss_value
 
     if cuda:
@@ -291,6 +307,14 @@ def run_baseline(a, pairs):
         log("  [%s] step %d/%d %.1f ms loss %.4f%s" % (a.mode, i + 1, a.warmup + a.steps, dt * 1e3, loss,
                                                        " (warm-up)" if i < a.warmup else ""))
     med = statistics.median(times)
+    # One more step, not timed, with the memory at each phase boundary (and, if asked, the allocator's history).
+    phases, at_peak = {}, None
+    if cuda:
+        b = batch()
+        if a.memory_history:
+            at_peak = record_memory_history(lambda: step(b, phases), device)
+        else:
+            step(b, phases)
     res = {"impl": "diffusers-" + a.mode, "device": str(device), "device_name": device_name(device), "pairs": pairs,
            "images_per_step": 2 * pairs, "latent": a.latent, "ctx_len": a.ctx_len, "optimizer": opt_name,
            "checkpointing": bool(a.checkpointing), "build_s": build_s, "step_times_s": times, "median_step_s": med,
@@ -298,9 +322,64 @@ def run_baseline(a, pairs):
     import diffusers
     res["diffusers"] = diffusers.__version__
     if cuda:
-        res["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        res["peak_allocated_bytes"] = max(torch.cuda.max_memory_allocated(device), phases.get("peak_forward_backward", 0),
+                                          phases.get("peak_optimizer", 0))
         res["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+        res["memory_phases_bytes"] = phases
+        if at_peak is not None:
+            res["memory_at_peak"] = at_peak
     return res
+
+
+def record_memory_history(run, device, top=15):
+    """Runs `run` under torch.cuda.memory._record_memory_history and returns where the memory live at the step's
+    peak was allocated: the bytes allocated before recording began (weights, optimizer state, ...), and the live
+    blocks at the peak grouped by the innermost diffusers / torch.optim / transformers frame of their stack."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
+    try:
+        run()
+        torch.cuda.synchronize(device)
+        snap = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    trace = snap["device_traces"][device.index or 0]
+
+    def replay(stop=None):
+        live, total, peak, peak_at = {}, 0, 0, -1
+        for i, ev in enumerate(trace):
+            if stop is not None and i > stop:
+                break
+            act = ev["action"]
+            if act == "alloc":
+                live[ev["addr"]] = ev
+                total += ev["size"]
+            elif act in ("free_completed",) and ev["addr"] in live:
+                total -= live.pop(ev["addr"])["size"]
+            if total > peak:
+                peak, peak_at = total, i
+        return live, peak, peak_at
+
+    _, peak, peak_at = replay()
+    live, _, _ = replay(peak_at)
+
+    def where(ev):
+        for fr in ev.get("frames", []):
+            f = fr.get("filename", "")
+            for key in ("diffusers/", "torch/optim", "transformers/", "torch_side.py"):
+                if key in f:
+                    return "%s:%s (%s)" % (f[f.rfind(key):], fr.get("line", "?"), fr.get("name", "?"))
+        return "other"
+
+    groups = {}
+    for ev in live.values():
+        k = where(ev)
+        groups[k] = groups.get(k, 0) + ev["size"]
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1])
+    return {"allocated_before_recording": before, "recorded_peak_above_that": peak, "events": len(trace),
+            "top": [{"where": k, "bytes": v} for k, v in ranked[:top]],
+            "rest_bytes": sum(v for _, v in ranked[top:])}
 
 
 def cmd_baseline(a):
@@ -348,6 +427,8 @@ def main():
     b.add_argument("--weight-dtype", default="bfloat16", help="reference and VAE dtype (float32 for CPU runs)")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--memory-history", action="store_true",
+                   help="record the allocator's history during one extra step and report what is live at its peak")
     b.add_argument("--out")
     a = ap.parse_args()
     if getattr(a, "device", "cpu").startswith("cuda"):

@@ -6,19 +6,19 @@
 
 namespace prefdiff::unet2d {
 
-// Checkpointing granularity follows diffusers: every resnet and every Transformer2DModel separately.
-at::Tensor run_resnet(ResnetBlock2D& r, const at::Tensor& x, const BlockContext& bc) {
-  if (!bc.checkpointing || !r->is_training()) return r->forward(x, bc.act_emb);
+// Checkpointing units: every resnet; inside a Transformer2DModel its input part and each BasicTransformerBlock
+// (finer than diffusers' whole-transformer checkpoint: backward then recomputes one transformer layer at a time,
+// so the recomputation never holds a 10-layer SDXL transformer's activations at once).
+at::Tensor run_resnet(ResnetBlock2D& r, const at::Tensor& x, const BlockContext& bc, const std::string& name) {
+  if (!r->is_training() || !bc.checkpointed(name)) return r->forward(x, bc.act_emb);
   ResnetBlock2D mod = r;
   auto fn = [mod](const std::vector<at::Tensor>& in) mutable { return std::vector<at::Tensor>{mod->forward(in[0], in[1])}; };
   return checkpoint(fn, {x, bc.act_emb}, r->parameters())[0];
 }
 
-at::Tensor run_transformer(Transformer2DModel& t, const at::Tensor& x, const BlockContext& bc) {
-  if (!bc.checkpointing || !t->is_training()) return t->forward(x, bc.context);
-  Transformer2DModel mod = t;
-  auto fn = [mod](const std::vector<at::Tensor>& in) mutable { return std::vector<at::Tensor>{mod->forward(in[0], in[1])}; };
-  return checkpoint(fn, {x, bc.context}, t->parameters())[0];
+at::Tensor run_transformer(Transformer2DModel& t, const at::Tensor& x, const BlockContext& bc, const std::string& name) {
+  if (!t->is_training() || !bc.checkpoint) return t->forward(x, bc.context);
+  return t->forward(x, bc.context, [&bc, &name](const std::string& part) { return bc.checkpointed(name + "." + part); });
 }
 
 DownBlockImpl::DownBlockImpl(const BlockSpec& s, const at::TensorOptions& opts) {
@@ -43,10 +43,10 @@ at::Tensor DownBlockImpl::forward(const at::Tensor& x, const BlockContext& bc, s
                                   const std::string& name) {
   at::Tensor h = x;
   for (size_t j = 0; j < res_.size(); ++j) {
-    h = run_resnet(res_[j], h, bc);
+    h = run_resnet(res_[j], h, bc, name + ".resnets." + std::to_string(j));
     bc.tap(name + ".resnets." + std::to_string(j), h);
     if (!attn_.empty()) {
-      h = run_transformer(attn_[j], h, bc);
+      h = run_transformer(attn_[j], h, bc, name + ".attentions." + std::to_string(j));
       bc.tap(name + ".attentions." + std::to_string(j), h);
     }
     skips.push_back(h);
@@ -67,9 +67,9 @@ MidBlockImpl::MidBlockImpl(const BlockSpec& s, double output_scale_factor, const
 }
 
 at::Tensor MidBlockImpl::forward(const at::Tensor& x, const BlockContext& bc) {
-  at::Tensor h = run_resnet(res0_, x, bc);
-  h = run_transformer(attn_, h, bc);
-  return run_resnet(res1_, h, bc);
+  at::Tensor h = run_resnet(res0_, x, bc, "mid_block.resnets.0");
+  h = run_transformer(attn_, h, bc, "mid_block.attentions.0");
+  return run_resnet(res1_, h, bc, "mid_block.resnets.1");
 }
 
 UpBlockImpl::UpBlockImpl(const BlockSpec& s, const at::TensorOptions& opts) {
@@ -98,10 +98,10 @@ at::Tensor UpBlockImpl::forward(const at::Tensor& x, const BlockContext& bc, std
   for (size_t j = 0; j < res_.size(); ++j) {
     at::Tensor skip = skips.back();
     skips.pop_back();
-    h = run_resnet(res_[j], at::cat({h, skip}, 1), bc);  // h first, then the skip
+    h = run_resnet(res_[j], at::cat({h, skip}, 1), bc, name + ".resnets." + std::to_string(j));  // h, then skip
     bc.tap(name + ".resnets." + std::to_string(j), h);
     if (!attn_.empty()) {
-      h = run_transformer(attn_[j], h, bc);
+      h = run_transformer(attn_[j], h, bc, name + ".attentions." + std::to_string(j));
       bc.tap(name + ".attentions." + std::to_string(j), h);
     }
   }

@@ -114,6 +114,11 @@ struct CheckpointBackward : public Node {
 
 ReplayScope::ReplayScope(const CheckpointBackward& node) : gen_(node.gen), outer_autocast_(AutocastState::capture()) {
   node.autocast.apply();
+  // A scope of its own, as `with torch.autocast(...)` around the recomputation: the weight casts it caches are
+  // dropped when it ends. Backward usually runs outside any autocast scope (on CUDA on a device thread whose
+  // cache nobody else clears): without this, those casts would stay cached, hold a 16-bit copy of every
+  // weight between steps, and be reused after the optimizer changed the weights.
+  at::autocast::increment_nesting();
   if (gen_) {
     std::lock_guard<std::mutex> lock(gen_->mutex());
     outer_rng_ = gen_->get_state();
@@ -122,6 +127,7 @@ ReplayScope::ReplayScope(const CheckpointBackward& node) : gen_(node.gen), outer
 }
 
 ReplayScope::~ReplayScope() {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   if (gen_) {
     std::lock_guard<std::mutex> lock(gen_->mutex());
     gen_->set_state(outer_rng_);

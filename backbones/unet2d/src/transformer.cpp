@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "prefdiff/unet2d/checkpoint.hpp"
+
 namespace prefdiff::unet2d {
 
 AttentionImpl::AttentionImpl(int64_t query_dim, int64_t context_dim, int64_t heads, int64_t head_dim,
@@ -88,16 +90,39 @@ Transformer2DModelImpl::Transformer2DModelImpl(int64_t heads, int64_t channels, 
   }
 }
 
-at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+at::Tensor Transformer2DModelImpl::project_in(const at::Tensor& x) {
   int64_t b = x.size(0), hgt = x.size(2), wid = x.size(3);
   at::Tensor h = norm->forward(x);
-  if (linear_) {
-    h = lin_in_->forward(h.permute({0, 2, 3, 1}).reshape({b, hgt * wid, -1}));
+  if (linear_) return lin_in_->forward(h.permute({0, 2, 3, 1}).reshape({b, hgt * wid, -1}));
+  return conv_in_->forward(h).permute({0, 2, 3, 1}).reshape({b, hgt * wid, inner_});
+}
+
+at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+  return forward(x, context, nullptr);
+}
+
+at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context,
+                                           const std::function<bool(const std::string&)>& checkpointed) {
+  int64_t b = x.size(0), hgt = x.size(2), wid = x.size(3);
+  at::Tensor h;
+  if (checkpointed && checkpointed("proj_in")) {
+    auto self = std::static_pointer_cast<Transformer2DModelImpl>(shared_from_this());  // outlives the graph
+    std::vector<at::Tensor> params = norm->parameters();
+    for (const auto& p : (linear_ ? static_cast<torch::nn::Module&>(*lin_in_) : *conv_in_).parameters()) params.push_back(p);
+    h = checkpoint([self](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{self->project_in(in[0])}; },
+                   {x}, params)[0];
   } else {
-    h = conv_in_->forward(h);
-    h = h.permute({0, 2, 3, 1}).reshape({b, hgt * wid, inner_});
+    h = project_in(x);
   }
-  for (auto& blk : blocks_) h = blk->forward(h, context);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (checkpointed && checkpointed("transformer_blocks." + std::to_string(i))) {
+      BasicTransformerBlock blk = blocks_[i];
+      auto fn = [blk](const std::vector<at::Tensor>& in) mutable { return std::vector<at::Tensor>{blk->forward(in[0], in[1])}; };
+      h = checkpoint(fn, {h, context}, blk->parameters())[0];
+    } else {
+      h = blocks_[i]->forward(h, context);
+    }
+  }
   if (linear_) {
     h = lin_out_->forward(h).reshape({b, hgt, wid, -1}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format());
   } else {

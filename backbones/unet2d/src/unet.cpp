@@ -1,6 +1,7 @@
 #include "prefdiff/unet2d/unet.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 
 #include <cmath>
 #include <sstream>
@@ -122,6 +123,78 @@ void Unet2dModelImpl::check_inputs(const at::Tensor& sample, const at::Tensor& c
   }
 }
 
+void Unet2dModelImpl::set_activation_budget(std::optional<double> bytes) {
+  if (bytes && !(*bytes >= 0))
+    throw std::invalid_argument("unet2d: the activation budget must be >= 0 bytes, got " + std::to_string(*bytes));
+  budget_ = bytes;
+  choice_ = CheckpointChoice{};
+}
+
+void Unet2dModelImpl::set_checkpoint_units(std::optional<std::vector<std::string>> names) {
+  if (names) {
+    std::set<std::string> known;
+    for (const auto& u : estimate_activations(config_, {}, ActivationPrecision::float32()).units) known.insert(u.name);
+    for (const auto& n : *names)
+      if (!known.count(n))
+        throw std::invalid_argument("unet2d: '" + n + "' is not a checkpointing unit of this UNet (units are resnets, "
+                                    "attentions.<j>.proj_in and attentions.<j>.transformer_blocks.<i>)");
+  }
+  units_ = std::move(names);
+  choice_ = CheckpointChoice{};
+}
+
+std::function<bool(const std::string&)> Unet2dModelImpl::checkpoint_filter(const at::Tensor& sample,
+                                                                          const at::Tensor& context) {
+  if (!units_ && !budget_ && !checkpointing_) {
+    choice_ = CheckpointChoice{};
+    return nullptr;
+  }
+  ActivationShape shape{sample.size(0), sample.size(2), sample.size(3), context.defined() ? context.size(1) : 0};
+  const c10::DeviceType type = sample.device().type();
+  const bool autocast = at::autocast::is_autocast_enabled(type);
+  const std::string mode = units_ ? "units" : budget_ ? "budget" : "all";
+  const bool same = choice_.mode == mode && choice_.shape.batch == shape.batch && choice_.shape.height == shape.height &&
+                    choice_.shape.width == shape.width && choice_.shape.context_len == shape.context_len &&
+                    choice_.autocast == autocast;
+  if (!same) {
+    ActivationPrecision precision = ActivationPrecision::float32();
+    if (autocast)
+      precision = {true, static_cast<int64_t>(c10::elementSize(at::autocast::get_autocast_dtype(type))),
+                   /*norms_float32=*/type == c10::kCUDA, 16};
+    if (sample.is_cpu()) precision.checkpoint_state_bytes = 5056;
+    const ActivationEstimate estimate = estimate_activations(config_, shape, precision);
+    std::vector<bool> ck(estimate.units.size(), false);
+    CheckpointChoice c;
+    c.shape = shape;
+    c.autocast = autocast;
+    c.units = estimate.units.size();
+    c.mode = mode;
+    if (mode == "all") {
+      ck.assign(ck.size(), true);
+      c.estimated_peak_bytes = estimate.peak_bytes(ck);
+      c.recompute_flops = estimate.recompute_flops(ck);
+    } else if (mode == "units") {
+      const std::set<std::string> wanted(units_->begin(), units_->end());
+      for (size_t u = 0; u < ck.size(); ++u) ck[u] = wanted.count(estimate.units[u].name) > 0;
+      c.estimated_peak_bytes = estimate.peak_bytes(ck);
+      c.recompute_flops = estimate.recompute_flops(ck);
+    } else {
+      c.budget_bytes = *budget_;
+      const CheckpointPlan plan = plan_checkpointing(estimate, *budget_);
+      ck = plan.checkpointed;
+      c.estimated_peak_bytes = plan.peak_bytes;
+      c.recompute_flops = plan.recompute_flops;
+      c.fits = plan.fits;
+    }
+    for (size_t u = 0; u < ck.size(); ++u)
+      if (ck[u]) c.checkpointed.push_back(estimate.units[u].name);
+    planned_ = std::set<std::string>(c.checkpointed.begin(), c.checkpointed.end());
+    choice_ = std::move(c);
+  }
+  if (mode == "all") return [](const std::string&) { return true; };
+  return [this](const std::string& unit) { return planned_.count(unit) > 0; };
+}
+
 at::Tensor Unet2dModelImpl::forward(const at::Tensor& sample_in, const at::Tensor& timesteps,
                                     const at::Tensor& encoder_hidden_states, const at::Tensor& text_embeds,
                                     const at::Tensor& time_ids, ForwardProbe* probe) {
@@ -137,7 +210,7 @@ at::Tensor Unet2dModelImpl::forward(const at::Tensor& sample_in, const at::Tenso
   BlockContext bc;
   bc.taps = probe ? &probe->taps : nullptr;
   bc.context = encoder_hidden_states;
-  bc.checkpointing = checkpointing_ && is_training();
+  if (is_training() && at::GradMode::is_enabled()) bc.checkpoint = checkpoint_filter(sample, encoder_hidden_states);
 
   at::Tensor t_emb = probe && probe->time_proj.defined()
                          ? probe->time_proj

@@ -94,6 +94,23 @@ std::vector<std::pair<std::string, at::Tensor>> Unet2dBackbone::named_parameters
 
 torch::nn::Module& Unet2dBackbone::module() { return *model_; }
 
+nlohmann::json Unet2dBackbone::checkpointing_summary() const {
+  const auto& c = model_->last_checkpoint_choice();
+  nlohmann::json j{{"mode", c.mode}, {"units", c.units}, {"checkpointed", c.checkpointed.size()},
+                   {"names", c.checkpointed}};
+  if (c.mode != "none") {
+    j["shape"] = {c.shape.batch, c.shape.height, c.shape.width, c.shape.context_len};
+    j["autocast"] = c.autocast;
+    j["estimated_peak_bytes"] = c.estimated_peak_bytes;
+    j["recompute_flops"] = c.recompute_flops;
+  }
+  if (c.mode == "budget") {
+    j["budget_bytes"] = c.budget_bytes;
+    j["fits"] = c.fits;
+  }
+  return j;
+}
+
 void Unet2dBackbone::load_weights(const std::filesystem::path& folder, const std::string& variant) {
   auto dir = model_io::resolve_model_dir(folder, "unet");
   auto reader = model_io::CheckpointReader::open(dir, variant);

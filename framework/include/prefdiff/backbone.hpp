@@ -80,6 +80,14 @@ class Backbone {
   virtual void train(bool on = true) = 0;
   virtual void set_requires_grad(bool on) = 0;
   virtual void set_gradient_checkpointing(bool on) = 0;
+  // Selective activation checkpointing: recompute in backward only as many blocks as needed for a training
+  // forward's saved activations (and one block's recomputation) to fit in `bytes`, estimated from the config
+  // and each input shape (unet2d: docs/performance.md, "Selective activation checkpointing"). Takes precedence
+  // over set_gradient_checkpointing; nullopt returns to it.
+  virtual void set_activation_budget(std::optional<double> bytes) = 0;
+  // What the last training forward checkpointed: {"mode": none|all|budget|units, "units", "checkpointed" (count),
+  // "estimated_peak_bytes", "fits", "names": [...]}, for logs and benchmarks.
+  virtual nlohmann::json checkpointing_summary() const = 0;
   virtual void set_channels_last(bool on) = 0;
   // CUDA autocast dtype for forward (kHalf / kBFloat16), or nullopt for none. Ignored on CPU.
   virtual void set_autocast(std::optional<c10::ScalarType> dtype) = 0;

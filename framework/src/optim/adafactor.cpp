@@ -10,6 +10,7 @@
 // Means rather than the paper's sums: the normalisation by mean(R) makes them equivalent, and means keep
 // the row/column statistics on the scale of G^2 whatever the tensor's size.
 #include "prefdiff/optim/optimizer.hpp"
+#include "adafactor_fused.hpp"
 #include "state_io.hpp"
 
 #include <ATen/ATen.h>
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <tuple>
 
 namespace prefdiff::optim {
@@ -55,6 +57,10 @@ class Adafactor final : public Optimizer {
     batched_ = o.batched.value_or(!params_.empty() && std::all_of(params_.begin(), params_.end(), [](const at::Tensor& p) {
       return p.is_cuda();
     }));
+    if (o.fused.value_or(false) && !detail::fused_adafactor_available())
+      throw OptimError("adafactor: the fused CUDA update was asked for, but this build has no CUDA kernels; HINT: "
+                       "build prefdiff against a LibTorch with CUDA, or leave it to the default");
+    fused_ = batched_ && o.fused.value_or(detail::fused_adafactor_available());
   }
 
   // Each parameter with a gradient takes one step. Batched: parameters of one shape, dtype, device and step
@@ -77,6 +83,19 @@ class Adafactor final : public Optimizer {
       const at::Device d = p.device();
       groups[{p.sizes().vec(), static_cast<int>(p.scalar_type()), static_cast<int>(d.type()), d.index(), s.step}]
           .push_back(i);
+    }
+    // Fused kernels: every group whose tensors qualify (float32, contiguous, CUDA), all in one call.
+    std::vector<detail::FusedAdafactorGroup> fused;
+    if (fused_) {
+      for (auto it = groups.begin(); it != groups.end();) {
+        if (auto g = fused_group(it->second, std::get<4>(it->first))) {
+          fused.push_back(std::move(*g));
+          it = groups.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      detail::fused_adafactor_step(fused, {options_.eps1, options_.lr, options_.weight_decay, options_.clip_threshold});
     }
     constexpr int64_t kChunkElements = int64_t{1} << 26;  // bounds the stacked copies' memory (256 MB in float32)
     for (const auto& [key, members] : groups) {
@@ -147,6 +166,29 @@ class Adafactor final : public Optimizer {
   }
 
  private:
+  // The fused kernels' view of a group, or nothing when one of its tensors does not qualify.
+  std::optional<detail::FusedAdafactorGroup> fused_group(const std::vector<size_t>& members, int64_t step) const {
+    detail::FusedAdafactorGroup g;
+    g.beta2t = 1.0 - std::pow(static_cast<double>(step), options_.decay_rate);
+    for (size_t i : members) {
+      const at::Tensor& p = params_[i];
+      const FactorState& s = states_[i];
+      if (!detail::fused_adafactor_eligible(p, p.grad())) return std::nullopt;
+      const bool factored = p.dim() >= 2;
+      for (const at::Tensor* t : factored ? std::vector<const at::Tensor*>{&s.row, &s.col} : std::vector<const at::Tensor*>{&s.full})
+        if (!t->is_contiguous() || t->scalar_type() != at::kFloat || t->device() != p.device()) return std::nullopt;
+      g.params.push_back(p);
+      g.grads.push_back(p.grad());
+      if (factored) {
+        g.rows.push_back(s.row);
+        g.cols.push_back(s.col);
+      } else {
+        g.fulls.push_back(s.full);
+      }
+    }
+    return g;
+  }
+
   // The update of `members` (one parameter, or several of one shape, dtype, device and step), stacked along
   // a leading dimension: reductions (row/column means, the RMS) run per parameter, so a group computes what
   // its members would one by one. A single parameter is a view, not a copy, and updates its state in place.
@@ -223,6 +265,7 @@ class Adafactor final : public Optimizer {
 
   AdafactorOptions options_;
   bool batched_ = false;
+  bool fused_ = false;
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_;
   std::vector<FactorState> states_;

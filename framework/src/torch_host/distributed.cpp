@@ -11,15 +11,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "distributed_impl.hpp"
 #include "prefdiff/host/host_services.hpp"
 
 namespace prefdiff {
-
-struct DataParallelGroup::Impl {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::Backend> backend;  // null for a single process
-  torch::Device device = torch::kCPU;
-};
 
 namespace {
 
@@ -86,7 +81,8 @@ DistributedEnv DistributedEnv::from_environment() {
   return e;
 }
 
-DataParallelGroup::DataParallelGroup(const DistributedEnv& env_in, const std::string& backend, double timeout_s)
+DataParallelGroup::DataParallelGroup(const DistributedEnv& env_in, const std::string& backend, double timeout_s,
+                                     bool one_rank_collectives)
     : env_(env_in), impl_(std::make_unique<Impl>()) {
   backend_ = backend == "auto" ? (torch::cuda::is_available() ? "nccl" : "gloo") : backend;
   if (backend_ != "gloo" && backend_ != "nccl")
@@ -99,7 +95,7 @@ DataParallelGroup::DataParallelGroup(const DistributedEnv& env_in, const std::st
     impl_->device = torch::Device(torch::kCUDA, env_.local_rank % static_cast<int>(torch::cuda::device_count()));
 #endif
   }
-  if (env_.world_size == 1) return;  // nothing to talk to
+  if (env_.world_size == 1 && !one_rank_collectives) return;  // nothing to talk to
 
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
   c10d::TCPStoreOptions store_options;
@@ -131,6 +127,8 @@ DataParallelGroup::DataParallelGroup(const DistributedEnv& env_in, const std::st
 DataParallelGroup::~DataParallelGroup() {
   set_host_group(0, 1, nullptr);  // plugins must not call into a group that is gone
 }
+
+bool DataParallelGroup::has_collectives() const { return impl_->backend != nullptr; }
 
 void DataParallelGroup::all_reduce_sum(double* values, size_t count) {
   if (env_.world_size == 1 || count == 0) return;

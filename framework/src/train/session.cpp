@@ -149,6 +149,13 @@ void set_up_optimizer(TrainingSession& s) {
   if (s.config.train.ema_decay > 0.0) s.ema = std::make_unique<optim::Ema>(named, s.config.train.ema_decay);
 }
 
+// Several ranks: hooks that all-reduce the gradients in buckets while backward runs (DDP's scheme; the same
+// mean as DataParallelGroup::all_reduce_mean after it). One process keeps no hooks and its bit-exact history.
+void set_up_gradient_buckets(TrainingSession& s) {
+  if (s.env.world_size == 1) return;
+  s.gradient_buckets = std::make_unique<GradientBuckets>(*s.group, s.policy->named_parameters());
+}
+
 nlohmann::json run_metadata(const TrainingSession& s, const PluginRegistry& registry) {
   nlohmann::json m;
   m["prefdiff_version"] = prefdiff_version();
@@ -307,6 +314,7 @@ std::unique_ptr<TrainingSession> open_session(const Recipe& recipe, PluginRegist
   set_up_models(*s);
   set_up_reader(*s, *recipe.components->noise);
   set_up_optimizer(*s);
+  set_up_gradient_buckets(*s);
   const fs::path resume_from = open_run_folder(*s, recipe, registry);
   note_checkpoint(resume_from);
   if (!resume_from.empty()) restore(*s, resume_from);

@@ -13,9 +13,10 @@
 namespace prefdiff {
 namespace {
 
-// Averages gradients over ranks in buckets of ~16M values (one flat buffer per bucket). Bucketed
-// all-reduce overlapped with backward would replace this call.
+// Averages gradients over ranks: the buckets' all-reduces launched during backward are waited for (and
+// the rest launched); without buckets, one all-reduce per ~16M values after the backward.
 void all_reduce_gradients(TrainingSession& s) {
+  if (s.gradient_buckets) return s.gradient_buckets->finish();
   if (s.env.world_size == 1) return;
   std::vector<at::Tensor> grads;
   for (const at::Tensor& p : s.parameters)
@@ -58,6 +59,7 @@ StepReport train_step(TrainingSession& s, int64_t step) {
   for (int64_t micro = 0; micro < loop.grad_accum; ++micro) {
     const data::PairBatch pairs = s.next_batch();                                              // batch
     report.pairs += static_cast<int64_t>(pairs.size()) * s.env.world_size;
+    if (s.gradient_buckets) s.gradient_buckets->prepare(/*sync=*/micro + 1 == loop.grad_accum);  // overlap
     try {
       const DpoBatch batch = to_device_batch(pairs, *s.policy, s.config.run.seed,
                                              s.schedule.config().num_train_timesteps, s.device);  // + t and noise
@@ -80,8 +82,8 @@ StepReport train_step(TrainingSession& s, int64_t step) {
     }
   }
 
+  all_reduce_gradients(s);  // all-reduce; first: the buckets' collectives precede any other in this step
   s.group->all_reduce_sum(&bad, 1);                                                             // every rank agrees
-  all_reduce_gradients(s);                                                                      // all-reduce
   const optim::GradNormResult norm = optim::clip_grad_norm(s.parameters, loop.grad_clip);      // clip
   report.grad_norm = norm.total_norm;
   if (bad > 0.0 || !norm.finite) {                                                              // NaN policy

@@ -80,6 +80,12 @@ struct AdafactorOptions {
   // of at most 2^26 elements: ~25 kernels per shape instead of ~20 per parameter tensor. Unset: batched where
   // every parameter is on CUDA, the per-tensor loop elsewhere (CPU runs keep their bit-exact history).
   std::optional<bool> batched;
+  // With the batched path on CUDA: the fused kernels (framework/src/optim/adafactor_fused.cu; builds with CUDA)
+  // for float32 parameters, a few launches per shape, each parameter read and written once, its gradient read
+  // three times, no parameter-sized temporaries (same update to float32 rounding; reductions in another order).
+  // Unset: on wherever the kernels are compiled; false: the batched ATen path; true in a build without CUDA
+  // kernels is an error.
+  std::optional<bool> fused;
 };
 
 // Parameters must be defined, floating point, distinct, and uniquely named.

@@ -31,7 +31,11 @@ class DataParallelGroup {
   // backend: "gloo", "nccl" or "auto" (nccl when CUDA is available, else gloo). A single process needs
   // no rendezvous; otherwise rank 0 hosts a TCP store at master_addr:master_port. `timeout_s` bounds
   // every collective: a dead or stuck rank ends the others with an error instead of a hang.
-  DataParallelGroup(const DistributedEnv& env, const std::string& backend, double timeout_s);
+  // `one_rank_collectives`: a single process still builds its backend (a one-rank store and group), so that
+  // what the collectives themselves cost can be measured with one GPU (bench/device); otherwise a single
+  // process has no backend and every collective returns at once.
+  DataParallelGroup(const DistributedEnv& env, const std::string& backend, double timeout_s,
+                    bool one_rank_collectives = false);
   ~DataParallelGroup();
   DataParallelGroup(const DataParallelGroup&) = delete;
   DataParallelGroup& operator=(const DataParallelGroup&) = delete;
@@ -39,6 +43,8 @@ class DataParallelGroup {
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
   const std::string& backend() const { return backend_; }
+  // Whether collectives reach a backend (several ranks, or one with one_rank_collectives).
+  bool has_collectives() const;
 
   // In-place sum over all ranks (host doubles; staged through the device for NCCL).
   void all_reduce_sum(double* values, size_t count);
@@ -53,7 +59,7 @@ class DataParallelGroup {
   // Makes this group the one plugins reach through the host's all_reduce_sum service.
   void install_as_host_group();
 
-  struct Impl;  // LibTorch side (distributed.cpp); the trainer reaches the c10d group through it
+  struct Impl;  // LibTorch side (distributed_impl.hpp); GradientBuckets reaches the c10d group through it
   Impl& impl() { return *impl_; }
 
  private:

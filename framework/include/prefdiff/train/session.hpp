@@ -29,6 +29,7 @@
 #include "prefdiff/run/progress.hpp"
 #include "prefdiff/run/run_directory.hpp"
 #include "prefdiff/torch_host/distributed.hpp"
+#include "prefdiff/torch_host/gradient_buckets.hpp"
 #include "prefdiff/train/trainer.hpp"
 
 namespace prefdiff {
@@ -54,6 +55,9 @@ struct TrainingSession {
   std::unique_ptr<optim::Optimizer> optimizer;
   std::unique_ptr<optim::LrSchedule> lr_schedule;
   std::unique_ptr<optim::Ema> ema;
+  // Several ranks: the gradient all-reduce runs in buckets overlapped with backward (declared after the group
+  // and the policy, whose parameters it hooks, so that it goes first).
+  std::unique_ptr<GradientBuckets> gradient_buckets;
 
   // Rank 0 writes the run folder; every rank keeps metrics (reduced across ranks per window).
   std::unique_ptr<run::RunDirectory> run;

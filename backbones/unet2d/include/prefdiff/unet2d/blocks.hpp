@@ -4,6 +4,7 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,7 +18,11 @@ namespace prefdiff::unet2d {
 struct BlockContext {
   at::Tensor act_emb;  // silu(time embedding)
   at::Tensor context;  // encoder_hidden_states
-  bool checkpointing = false;
+  // Which checkpointing units (module paths: "down_blocks.0.resnets.1", "mid_block.attentions.0.proj_in",
+  // "up_blocks.1.attentions.2.transformer_blocks.0"; see activation_memory.hpp) recompute in backward. Unset:
+  // none. Set by the UNet only for a training forward.
+  std::function<bool(const std::string&)> checkpoint;
+  bool checkpointed(const std::string& unit) const { return checkpoint && checkpoint(unit); }
   std::map<std::string, at::Tensor>* taps = nullptr;  // optional: intermediate outputs keyed by module name
   void tap(const std::string& name, const at::Tensor& t) const {
     if (taps) (*taps)[name] = t;
@@ -36,8 +41,9 @@ struct BlockSpec {
   int64_t downsample_padding = 1;
 };
 
-at::Tensor run_resnet(ResnetBlock2D& r, const at::Tensor& x, const BlockContext& bc);
-at::Tensor run_transformer(Transformer2DModel& t, const at::Tensor& x, const BlockContext& bc);
+// A resnet or transformer called `name` (module path), checkpointed where bc says so.
+at::Tensor run_resnet(ResnetBlock2D& r, const at::Tensor& x, const BlockContext& bc, const std::string& name);
+at::Tensor run_transformer(Transformer2DModel& t, const at::Tensor& x, const BlockContext& bc, const std::string& name);
 
 class DownBlockImpl : public torch::nn::Module {
  public:

@@ -4,6 +4,9 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <functional>
+#include <string>
+
 #include "prefdiff/unet2d/layers.hpp"
 
 namespace prefdiff::unet2d {
@@ -60,6 +63,10 @@ class Transformer2DModelImpl : public torch::nn::Module {
   Transformer2DModelImpl(int64_t heads, int64_t channels, int64_t layers, int64_t context_dim, int64_t groups,
                          bool linear_projection, const at::TensorOptions& opts);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context);
+  // The same, checkpointing the parts for which `checkpointed` says so: "proj_in" (the GroupNorm and the input
+  // projection) and "transformer_blocks.<i>".
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context,
+                     const std::function<bool(const std::string&)>& checkpointed);
 
   GroupNorm norm{nullptr};
   torch::nn::Module* proj_in = nullptr;  // Conv2d (1x1) or Linear, by use_linear_projection
@@ -67,6 +74,7 @@ class Transformer2DModelImpl : public torch::nn::Module {
   torch::nn::ModuleList transformer_blocks{nullptr};
 
  private:
+  at::Tensor project_in(const at::Tensor& x);  // norm, proj_in, to tokens [B, H*W, inner]
   bool linear_;
   int64_t inner_;
   Conv2d conv_in_{nullptr}, conv_out_{nullptr};

@@ -3,9 +3,12 @@
 // are diffusers' state-dict names (spec: backbones.md sections 1-2).
 
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "prefdiff/unet2d/activation_memory.hpp"
 #include "prefdiff/unet2d/blocks.hpp"
 #include "prefdiff/unet2d/config.hpp"
 
@@ -44,8 +47,25 @@ class Unet2dModelImpl : public torch::nn::Module {
                      ForwardProbe* probe = nullptr);
 
   const Unet2dConfig& config() const { return config_; }
+  // Activation checkpointing of training forwards, by unit (activation_memory.hpp): every unit or none;
+  // or, when a budget is set, the units plan_checkpointing() picks for each input shape so that the estimated
+  // saved activations and one unit's recomputation fit in `bytes`; or, for experiments and tests, exactly the
+  // named units. The most specific setting wins: units, then budget, then all/none.
   void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
-  bool gradient_checkpointing() const { return checkpointing_; }
+  bool gradient_checkpointing() const { return checkpointing_ || budget_.has_value() || units_.has_value(); }
+  void set_activation_budget(std::optional<double> bytes);
+  void set_checkpoint_units(std::optional<std::vector<std::string>> names);
+  // What the last training forward checkpointed, and why (mode, shape, estimate, the units).
+  struct CheckpointChoice {
+    std::string mode = "none";  // none, all, budget, units
+    ActivationShape shape;
+    bool autocast = false;
+    double budget_bytes = 0, estimated_peak_bytes = 0, recompute_flops = 0;
+    bool fits = true;
+    size_t units = 0;
+    std::vector<std::string> checkpointed;
+  };
+  const CheckpointChoice& last_checkpoint_choice() const { return choice_; }
   void set_channels_last(bool on) { channels_last_ = on; }
   bool channels_last() const { return channels_last_; }
 
@@ -61,7 +81,12 @@ class Unet2dModelImpl : public torch::nn::Module {
   Unet2dConfig config_;
   std::vector<DownBlock> down_;
   std::vector<UpBlock> up_;
+  std::function<bool(const std::string&)> checkpoint_filter(const at::Tensor& sample, const at::Tensor& context);
   bool checkpointing_ = false;
+  std::optional<double> budget_;
+  std::optional<std::vector<std::string>> units_;
+  std::set<std::string> planned_;  // the units of choice_
+  CheckpointChoice choice_;
   bool channels_last_ = false;
 };
 TORCH_MODULE(Unet2dModel);

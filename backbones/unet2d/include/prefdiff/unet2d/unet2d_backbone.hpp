@@ -34,6 +34,8 @@ class Unet2dBackbone final : public Backbone {
   void train(bool on = true) override;
   void set_requires_grad(bool on) override;
   void set_gradient_checkpointing(bool on) override { model_->set_gradient_checkpointing(on); }
+  void set_activation_budget(std::optional<double> bytes) override { model_->set_activation_budget(bytes); }
+  nlohmann::json checkpointing_summary() const override;
   void set_channels_last(bool on) override;
   void set_autocast(std::optional<c10::ScalarType> dtype) override { autocast_ = dtype; }
 
