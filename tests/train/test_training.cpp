@@ -103,11 +103,11 @@ TEST(Training, ResumeAfterSigkillIsBitIdentical) {
       << "final weights differ";
 }
 
-// LoRA: resume after SIGKILL is bit-identical (adapters and their optimizer state in the checkpoint); the
+// LoRA: resume after SIGKILL is bit-identical (adapters, their optimizer state, dropout masks); the
 // checkpoint holds diffusers' LoRA file and no UNet; the reference (the policy with its adapters off) gives
 // exactly the reference errors of a full fine-tuning run on the same batches.
 TEST(Training, LoraResumeAfterSigkillIsBitIdenticalAndItsReferenceIsTheBase) {
-  const std::vector<std::string> lora{"lora.rank=4", "lora.alpha=8", "optim.lr=1e-3"};
+  const std::vector<std::string> lora{"lora.rank=4", "lora.alpha=8", "lora.dropout=0.1", "optim.lr=1e-3"};
   const fs::path out = fresh_dir("lora_resume");
   ASSERT_EQ(run(train_args(out, "straight", lora), out / "straight.log"), 0) << read(out / "straight.log");
   const pid_t pid = spawn(train_args(out, "killed", lora), out / "killed.log");
@@ -129,6 +129,35 @@ TEST(Training, LoraResumeAfterSigkillIsBitIdenticalAndItsReferenceIsTheBase) {
   EXPECT_EQ(read(last / "pytorch_lora_weights.safetensors"),
             read(out / "killed" / "checkpoints" / "step-00000012" / "pytorch_lora_weights.safetensors"))
       << "final adapters differ";
+
+  // export --merge-lora: adapted layers are W + (alpha/r) up @ down, the others the base's exactly.
+  const fs::path merged = out / "merged";
+  ASSERT_EQ(run({"export", (out / "straight").string(), "-o", merged.string(), "--merge-lora"}, out / "export.log"), 0)
+      << read(out / "export.log");
+  EXPECT_NE(run({"export", (out / "straight").string(), "-o", merged.string(), "--merge-lora"}, out / "export2.log"), 0)
+      << "export must not overwrite a folder";
+  {
+    const nlohmann::json meta = nlohmann::json::parse(read(out / "straight" / "run.json"));
+    const fs::path base_dir = meta["data_source"]["attributes"]["reference_model"].get<std::string>();
+    const auto base = prefdiff::model_io::SafetensorsFile::open(base_dir / "diffusion_pytorch_model.safetensors");
+    const auto got = prefdiff::model_io::SafetensorsFile::open(merged / "diffusion_pytorch_model.safetensors");
+    const auto adapters = prefdiff::model_io::SafetensorsFile::open(last / "pytorch_lora_weights.safetensors");
+    int adapted = 0;
+    for (const std::string& name : base.names()) {
+      const std::string module = name.substr(0, name.rfind('.'));
+      const std::string down = "unet." + module + ".lora.down.weight";
+      if (adapters.contains(down) && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {
+        const at::Tensor expected = base.load(name, at::kDouble) +
+                                    2.0 * at::matmul(adapters.load("unet." + module + ".lora.up.weight", at::kDouble),
+                                                     adapters.load(down, at::kDouble));  // alpha 8 / r 4
+        EXPECT_TRUE(at::allclose(got.load(name, at::kDouble), expected, 1e-6, 1e-7)) << name;
+        ++adapted;
+      } else {
+        EXPECT_TRUE(at::equal(got.load(name), base.load(name))) << name << " is not adapted and must be the base's";
+      }
+    }
+    EXPECT_GT(adapted, 0);
+  }
 
   // The same batches with full fine-tuning: the reference errors match row by row, the policy's move apart.
   ASSERT_EQ(run(train_args(out, "full", {"optim.lr=1e-3"}), out / "full.log"), 0) << read(out / "full.log");

@@ -2,6 +2,8 @@
 // window, validation, checkpoints. See docs/training.md.
 #include "prefdiff/train/trainer.hpp"
 
+#include <ATen/Context.h>
+
 #include <chrono>
 #include <cmath>
 
@@ -54,6 +56,10 @@ void run_training(const Recipe& recipe, PluginRegistry& registry, const TrainOpt
   Window window;
   window.wait_at_start = s.reader->wait_seconds();
   for (int64_t step = s.first_step; step < loop.steps; ++step) {
+    // LoRA dropout draws its masks from torch's generator: seeded per step and rank, a resumed run draws the same.
+    if (s.config.lora.enabled() && s.config.lora.dropout > 0)
+      at::manual_seed(s.config.run.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(step + 1)) ^
+                      (static_cast<uint64_t>(s.env.rank) << 48));
     window.pairs += train_step(s, step).pairs;
     const int64_t done = step + 1;
     const bool checkpoint_now = (loop.checkpoint_every > 0 && done % loop.checkpoint_every == 0) || done == loop.steps;
