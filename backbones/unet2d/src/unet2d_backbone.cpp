@@ -133,7 +133,7 @@ c10::ScalarType Unet2dBackbone::dtype() const { return model_->conv_in->weight.s
 void Unet2dBackbone::train(bool on) { model_->train(on); }
 
 void Unet2dBackbone::set_requires_grad(bool on) {
-  for (auto& [name, p] : named_parameters()) p.requires_grad_(on);
+  for (auto& p : model_->parameters()) p.requires_grad_(on);  // adapters included (training freezes, then adds them)
 }
 
 namespace {

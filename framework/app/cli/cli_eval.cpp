@@ -190,7 +190,10 @@ void run_eval(CliContext& context, const EvalArgs& args) {
   const fs::path lora_file = checkpoint.path / "pytorch_lora_weights.safetensors";
   const bool lora = fs::exists(lora_file);
   std::unique_ptr<Backbone> policy = backbones.load(backbone_id, lora ? reference_folder : checkpoint.path / "unet", options);
-  if (lora) policy->set_lora(model_io::read_lora_file(lora_file, policy->lora_layers()).adapters);
+  if (lora) {  // merged: evaluation only samples, and a merged UNet runs at the base's speed
+    policy->set_lora(model_io::read_lora_file(lora_file, policy->lora_layers()).adapters);
+    policy->merge_lora();
+  }
   std::unique_ptr<Backbone> reference = backbones.load(backbone_id, reference_folder, options);
   policy->train(false);
   reference->train(false);

@@ -71,7 +71,8 @@ void run_training(const Recipe& recipe, PluginRegistry& registry, const TrainOpt
   if (s.run) {
     s.run->update_metadata({{"end_time", run::iso8601_now()}, {"final_step", loop.steps}, {"skipped_steps", s.skipped}});
     s.say("done: " + s.run->path().string() + " (policy: " +
-          (s.run->checkpoints().dir() / run::CheckpointStore::name_for(loop.steps) / "unet").string() + ")");
+          (s.run->checkpoints().dir() / run::CheckpointStore::name_for(loop.steps) /
+           (s.config.lora.enabled() ? "pytorch_lora_weights.safetensors" : "unet")).string() + ")");
   }
 }
 
