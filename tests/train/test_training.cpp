@@ -103,6 +103,79 @@ TEST(Training, ResumeAfterSigkillIsBitIdentical) {
       << "final weights differ";
 }
 
+// LoRA: resume after SIGKILL is bit-identical (adapters, their optimizer state, dropout masks); the
+// checkpoint holds diffusers' LoRA file and no UNet; the reference (the policy with its adapters off) gives
+// exactly the reference errors of a full fine-tuning run on the same batches.
+TEST(Training, LoraResumeAfterSigkillIsBitIdenticalAndItsReferenceIsTheBase) {
+  const std::vector<std::string> lora{"lora.rank=4", "lora.alpha=8", "lora.dropout=0.1", "optim.lr=1e-3"};
+  const fs::path out = fresh_dir("lora_resume");
+  ASSERT_EQ(run(train_args(out, "straight", lora), out / "straight.log"), 0) << read(out / "straight.log");
+  const pid_t pid = spawn(train_args(out, "killed", lora), out / "killed.log");
+  const fs::path marker = out / "killed" / "checkpoints" / "step-00000004" / "checkpoint.json";
+  const auto deadline = std::chrono::steady_clock::now() + 600s;
+  while (!fs::exists(marker) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  kill(pid, SIGKILL);
+  ASSERT_EQ(wait_exit(pid), 128 + SIGKILL) << "the run finished before it could be killed:\n" << read(out / "killed.log");
+  std::vector<std::string> resume = train_args(out, "killed", lora);
+  resume.push_back("--resume");
+  resume.push_back("latest");
+  ASSERT_EQ(run(resume, out / "resumed.log"), 0) << read(out / "resumed.log");
+
+  const auto a = metric_rows(out / "straight"), b = metric_rows(out / "killed");
+  ASSERT_EQ(a.size(), b.size()) << read(out / "killed" / "metrics.jsonl");
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "metrics row " << i;
+  const fs::path last = out / "straight" / "checkpoints" / "step-00000012";
+  EXPECT_FALSE(fs::exists(last / "unet")) << "a LoRA checkpoint holds the adapters, not the UNet";
+  EXPECT_EQ(read(last / "pytorch_lora_weights.safetensors"),
+            read(out / "killed" / "checkpoints" / "step-00000012" / "pytorch_lora_weights.safetensors"))
+      << "final adapters differ";
+
+  // export --merge-lora: adapted layers are W + (alpha/r) up @ down, the others the base's exactly.
+  const fs::path merged = out / "merged";
+  ASSERT_EQ(run({"export", (out / "straight").string(), "-o", merged.string(), "--merge-lora"}, out / "export.log"), 0)
+      << read(out / "export.log");
+  EXPECT_NE(run({"export", (out / "straight").string(), "-o", merged.string(), "--merge-lora"}, out / "export2.log"), 0)
+      << "export must not overwrite a folder";
+  {
+    const nlohmann::json meta = nlohmann::json::parse(read(out / "straight" / "run.json"));
+    const fs::path base_dir = meta["data_source"]["attributes"]["reference_model"].get<std::string>();
+    const auto base = prefdiff::model_io::SafetensorsFile::open(base_dir / "diffusion_pytorch_model.safetensors");
+    const auto got = prefdiff::model_io::SafetensorsFile::open(merged / "diffusion_pytorch_model.safetensors");
+    const auto adapters = prefdiff::model_io::SafetensorsFile::open(last / "pytorch_lora_weights.safetensors");
+    int adapted = 0;
+    for (const std::string& name : base.names()) {
+      const std::string module = name.substr(0, name.rfind('.'));
+      const std::string down = "unet." + module + ".lora.down.weight";
+      if (adapters.contains(down) && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {
+        const at::Tensor expected = base.load(name, at::kDouble) +
+                                    2.0 * at::matmul(adapters.load("unet." + module + ".lora.up.weight", at::kDouble),
+                                                     adapters.load(down, at::kDouble));  // alpha 8 / r 4
+        EXPECT_TRUE(at::allclose(got.load(name, at::kDouble), expected, 1e-6, 1e-7)) << name;
+        ++adapted;
+      } else {
+        EXPECT_TRUE(at::equal(got.load(name), base.load(name))) << name << " is not adapted and must be the base's";
+      }
+    }
+    EXPECT_GT(adapted, 0);
+  }
+
+  // The same batches with full fine-tuning: the reference errors match row by row, the policy's move apart.
+  ASSERT_EQ(run(train_args(out, "full", {"optim.lr=1e-3"}), out / "full.log"), 0) << read(out / "full.log");
+  const auto f = metric_rows(out / "full");
+  ASSERT_EQ(f.size(), a.size());
+  int compared = 0;
+  bool policy_differs = false;
+  for (size_t i = 0; i < a.size(); ++i)
+    for (const char* key : {"mse/ref_w", "mse/ref_l", "eval/mse/ref_w", "eval/mse/ref_l"})
+      if (a[i].contains(key)) {
+        EXPECT_EQ(a[i][key], f[i][key]) << key << " row " << i;
+        ++compared;
+        policy_differs |= a[i].contains("mse/model_w") && a[i]["mse/model_w"] != f[i]["mse/model_w"];
+      }
+  EXPECT_GT(compared, 10);
+  EXPECT_TRUE(policy_differs) << "LoRA and full fine-tuning trained the same policy";
+}
+
 TEST(Training, ResumeRefusesAMissingCheckpointAndAnotherRecipe) {
   const fs::path out = fresh_dir("refuse");
   std::vector<std::string> args = train_args(out, "nothing");

@@ -23,7 +23,8 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, 
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) const {
-  return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+  at::Tensor y = at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+  return lora && lora->active() ? y + lora->delta(x) : y;
 }
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const at::TensorOptions& opts) {
@@ -32,7 +33,10 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias, const at::Tensor
   init_default(weight, bias, in);
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) const {
+  at::Tensor y = at::linear(x, weight, bias);
+  return lora && lora->active() ? y + lora->delta(x) : y;
+}
 
 GroupNormImpl::GroupNormImpl(int64_t groups, int64_t channels, double eps, const at::TensorOptions& opts)
     : groups_(groups), eps_(eps) {

@@ -37,5 +37,6 @@ void add_recipe_commands(CLI::App& app, CliContext& context);  // recipe validat
 void add_launch_command(CLI::App& app, CliContext& context);   // launch --nproc N -- ...
 void add_eval_command(CLI::App& app, CliContext& context);     // eval RUN_DIR (toy world)
 void add_sweep_commands(CLI::App& app, CliContext& context);   // sweep FILE, sweep report DIR
+void add_export_command(CLI::App& app, CliContext& context);   // export RUN -o DIR [--merge-lora]
 
 }  // namespace prefdiff

@@ -20,6 +20,7 @@
 #include "prefdiff/host/log.hpp"
 #include "prefdiff/recipe/recipe.hpp"
 #include "prefdiff/host/version.hpp"
+#include "prefdiff/model_io/lora_file.hpp"
 #include "prefdiff/model_io/diffusers_folder.hpp"
 #include "prefdiff/run/atomic_dir.hpp"
 #include "prefdiff/run/checkpoint_store.hpp"
@@ -185,7 +186,14 @@ void run_eval(CliContext& context, const EvalArgs& args) {
   if (args.device == "cuda") options.device = c10::Device(c10::kCUDA);
   const std::string backbone_id = recipe.at("backbone").at("id").get<std::string>();
   auto& backbones = BackboneRegistry::instance();
-  std::unique_ptr<Backbone> policy = backbones.load(backbone_id, checkpoint.path / "unet", options);
+  // A LoRA run's checkpoint holds its adapters; its base is the reference.
+  const fs::path lora_file = checkpoint.path / "pytorch_lora_weights.safetensors";
+  const bool lora = fs::exists(lora_file);
+  std::unique_ptr<Backbone> policy = backbones.load(backbone_id, lora ? reference_folder : checkpoint.path / "unet", options);
+  if (lora) {  // merged: evaluation only samples, and a merged UNet runs at the base's speed
+    policy->set_lora(model_io::read_lora_file(lora_file, policy->lora_layers()).adapters);
+    policy->merge_lora();
+  }
   std::unique_ptr<Backbone> reference = backbones.load(backbone_id, reference_folder, options);
   policy->train(false);
   reference->train(false);

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   add_launch_command(app, context);
   add_eval_command(app, context);
   add_sweep_commands(app, context);
+  add_export_command(app, context);
   data::add_cli(app);
 
   try {

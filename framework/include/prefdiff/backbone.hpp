@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "prefdiff/model_io/lora_file.hpp"
+
 namespace torch::nn {
 class Module;
 }
@@ -45,6 +47,22 @@ struct BackboneSaveOptions {
   std::string variant;                               // written as diffusion_pytorch_model.<variant>.safetensors
   std::optional<c10::ScalarType> dtype;              // convert on write (default: as held)
   uint64_t max_shard_bytes = 10000000000ULL;         // diffusers' "10GB"
+};
+
+// LoRA adapters to add (recipe section [lora], docs/training.md "LoRA").
+struct LoraOptions {
+  int64_t rank = 4;
+  double alpha = 4.0;
+  double dropout = 0.0;
+  // peft's list semantics: a layer matches when its name equals a pattern or ends with "." + pattern; a
+  // pattern with * ? [ is a glob over the whole name.
+  std::vector<std::string> target_modules{"to_q", "to_k", "to_v", "to_out.0"};
+  double init_std = 0.0;  // std of down's Gaussian init; 0 = 1/rank (peft's "gaussian"); up starts at zero
+};
+
+class BackboneError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 class Backbone {
@@ -91,11 +109,35 @@ class Backbone {
   virtual void set_channels_last(bool on) = 0;
   // CUDA autocast dtype for forward (kHalf / kBFloat16), or nullopt for none. Ignored on CPU.
   virtual void set_autocast(std::optional<c10::ScalarType> dtype) = 0;
-};
 
-class BackboneError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
+  // LoRA. named_parameters(), load_weights() and save() stay the base model's; adapters are apart.
+  // Adds fresh adapters (down ~ N(0, init_std) from the global generator, up = 0) to every layer a target
+  // pattern matches and returns their names; a pattern matching no layer is an error naming it.
+  virtual std::vector<std::string> add_lora(const LoraOptions& /*options*/) { throw no_lora(); }
+  // Installs adapters from a file's tensors, replacing those of the same layers (dropout applies in training).
+  // Errors name the first tensors that match no layer or whose shapes do not fit it.
+  virtual void set_lora(const std::vector<model_io::LoraTensors>& /*adapters*/, double /*dropout*/ = 0.0) { throw no_lora(); }
+  // The adapters (the parameters themselves, in layer order), and as named parameters
+  // "<layer>.lora.down.weight" / "<layer>.lora.up.weight" (the optimizer's and the checkpoint's names).
+  virtual std::vector<model_io::LoraTensors> lora() const { return {}; }
+  std::vector<std::pair<std::string, at::Tensor>> lora_parameters() const {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& a : lora()) {
+      out.emplace_back(a.module + ".lora.down.weight", a.down);
+      out.emplace_back(a.module + ".lora.up.weight", a.up);
+    }
+    return out;
+  }
+  // Names of the layers an adapter can wrap.
+  virtual std::vector<std::string> lora_layers() const { return {}; }
+  // Off: forward() is the base model's (the DPO reference). scale multiplies every adapter's alpha/rank.
+  virtual void set_lora_enabled(bool on) { if (on) throw no_lora(); }
+  virtual void set_lora_scale(double /*scale*/) { throw no_lora(); }
+  // Adds scale * alpha/r * up @ down into the base weights and removes the adapters.
+  virtual void merge_lora(double /*scale*/ = 1.0) { throw no_lora(); }
+
+ protected:
+  BackboneError no_lora() const { return BackboneError("backbone '" + id() + "' does not support LoRA adapters"); }
 };
 
 struct BackboneFactory {

@@ -68,6 +68,20 @@ std::vector<SectionSpec> build() {
                 key("channels_last", V::Bool, false, "Use channels-last memory format."),
                 key("variant", V::String, kNoDefault, "Weight file variant, e.g. fp16.")},
                std::nullopt, false});
+  s.push_back({"lora", "LoRA: train low-rank adapters on the backbone's layers instead of the full model; the "
+               "reference is the same model with its adapters off (docs/training.md, \"LoRA\").",
+               {at_least(key("rank", V::Int, 0, "Adapter rank r; 0 trains the full model (no LoRA)."), 0),
+                at_least(key("alpha", V::Float, 0.0, "lora_alpha: the adapters' output is scaled by alpha/r; 0 = r (scale 1)."), 0),
+                unit(key("dropout", V::Float, 0.0, "Dropout on the adapters' input while training.")),
+                key("target_modules", V::StringList, nlohmann::json::array({"to_q", "to_k", "to_v", "to_out.0"}),
+                    "Layers to adapt: a module name or a dot-separated tail of it (peft's rule: to_q, ff.net.2, proj_in, "
+                    "conv1), or a glob over the whole name (up_blocks.*.attn2.to_k)."),
+                at_least(key("init_std", V::Float, 0.0, "Std of the down (A) weights' Gaussian init; 0 = 1/r (peft's "
+                             "\"gaussian\"). The up (B) weights start at zero."), 0),
+                one_of(key("base_dtype", V::String, "float32", "Frozen base weights' dtype on GPU (adapters stay float32, "
+                           "the forward runs under autocast); float32 on CPU."),
+                       {"float32", "bfloat16", "float16"})},
+               std::nullopt, false});
   s.push_back({"data", "The preference-pair source (a dataset plugin) and its parameters.",
                {key("id", V::String, "hdf5-pairs", "Dataset source plugin id.")}, PD_KIND_DATASET, false});
   s.push_back({"noise", "Label noise injected into the pairs (a noise-injector plugin).",

@@ -19,6 +19,14 @@ TrainingConfig TrainingConfig::from_recipe(const nlohmann::json& values) {
   c.backbone.gradient_checkpointing = b.at("gradient_checkpointing").get<bool>();
   c.backbone.channels_last = b.at("channels_last").get<bool>();
 
+  const nlohmann::json& lora = values.at("lora");
+  c.lora.rank = lora.at("rank").get<int64_t>();
+  c.lora.alpha = lora.at("alpha").get<double>() > 0 ? lora.at("alpha").get<double>() : static_cast<double>(c.lora.rank);
+  c.lora.dropout = lora.at("dropout").get<double>();
+  c.lora.target_modules = lora.at("target_modules").get<std::vector<std::string>>();
+  c.lora.init_std = lora.at("init_std").get<double>();
+  c.lora.base_dtype = lora.at("base_dtype").get<std::string>();
+
   const nlohmann::json& t = values.at("train");
   c.train.steps = t.at("steps").get<int64_t>();
   c.train.batch_size = t.at("batch_size").get<int64_t>();

@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <map>
+
 #include "prefdiff/data/hdf5_pairs_source.hpp"
 #include "prefdiff/host/cores.hpp"
 #include "prefdiff/host/host_services.hpp"
@@ -12,8 +14,10 @@
 #include "prefdiff/host/version.hpp"
 #include "prefdiff/instance/plugin_call.hpp"
 #include "prefdiff/model_io/diffusers_folder.hpp"
+#include "prefdiff/model_io/lora_file.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
 #include "prefdiff/torch_host/torch_info.hpp"
+#include "prefdiff/train/adapters_off_reference.hpp"
 
 namespace prefdiff {
 namespace fs = std::filesystem;
@@ -54,8 +58,38 @@ void open_data_source(TrainingSession& s, const Components& components) {
   if (!held_out.empty()) s.held_out = data::open_hdf5_pairs(held_out, host_services());
 }
 
+// LoRA: the base weights frozen (in base_dtype on a GPU), adapters on the target layers, and the reference
+// is the policy with its adapters off, so one UNet is in memory.
+void add_adapters(TrainingSession& s) {
+  const LoraConfig& l = s.config.lora;
+  LoraOptions o;
+  o.rank = l.rank;
+  o.alpha = l.alpha;
+  o.dropout = l.dropout;
+  o.target_modules = l.target_modules;
+  o.init_std = l.init_std;
+  if (o.target_modules.empty())
+    throw std::runtime_error("[lora] target_modules is empty. HINT: name the layers to adapt, e.g. "
+                             "[\"to_q\", \"to_k\", \"to_v\", \"to_out.0\"], or set lora.rank = 0 to train the full model");
+  s.policy->set_requires_grad(false);
+  torch::manual_seed(s.config.run.seed);  // the adapters' init: down ~ N(0, init_std), up = 0
+  const std::vector<std::string> layers = s.policy->add_lora(o);
+  int64_t count = 0;
+  for (const auto& [name, p] : s.policy->lora_parameters()) count += p.numel();
+  s.say("lora: rank " + std::to_string(l.rank) + ", alpha " + std::to_string(l.alpha) + " on " +
+        std::to_string(layers.size()) + " layers (" + std::to_string(count) + " trained parameters); the reference "
+        "is the policy with its adapters off");
+  const auto base_dtype = parse_dtype(l.base_dtype);
+  if (s.device.is_cuda() && base_dtype != torch::kFloat32) {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, p] : s.policy->named_parameters()) p.set_data(p.to(base_dtype));
+  }
+  s.reference = std::make_unique<AdaptersOffReference>(*s.policy);
+}
+
 void set_up_models(TrainingSession& s) {
   const BackboneConfig& b = s.config.backbone;
+  const bool lora = s.config.lora.enabled();
   BackboneOptions options;
   options.device = s.device;
   options.variant = b.variant;
@@ -65,25 +99,29 @@ void set_up_models(TrainingSession& s) {
   const fs::path folder = !b.pretrained.empty() ? fs::path(b.pretrained) : fs::path(s.source->attribute("reference_model"));
   if (!folder.empty()) {
     s.policy = backbones.load(b.id, folder, options);
-    s.reference = backbones.load(b.id, folder, options);
+    if (!lora) s.reference = backbones.load(b.id, folder, options);
   } else if (!b.config.empty()) {
     const nlohmann::json config = model_io::read_json_file(b.config);
     torch::manual_seed(s.config.run.seed);
     s.policy = backbones.create(b.id, config, options);
-    s.reference = backbones.create(b.id, config, options);
-    torch::NoGradGuard no_grad;  // the reference starts equal to the policy, as with pretrained weights
-    auto dst = s.reference->named_parameters();
-    auto src = s.policy->named_parameters();
-    for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+    if (!lora) {
+      s.reference = backbones.create(b.id, config, options);
+      torch::NoGradGuard no_grad;  // the reference starts equal to the policy, as with pretrained weights
+      auto dst = s.reference->named_parameters();
+      auto src = s.policy->named_parameters();
+      for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
+    }
   } else {
     throw std::runtime_error("[backbone] needs `pretrained` (a diffusers folder) or `config` (random init)");
   }
+  if (lora) add_adapters(s);
   s.reference->set_requires_grad(false);
   s.reference->train(false);
   s.policy->train(true);
   if (s.device.is_cuda()) {
     s.reference->to(s.device, parse_dtype(b.reference_dtype));
-    const auto dtype = parse_dtype(b.dtype);
+    auto dtype = parse_dtype(b.dtype);
+    if (lora && dtype == torch::kFloat32) dtype = parse_dtype(s.config.lora.base_dtype);  // bf16 base weights need autocast
     if (dtype != torch::kFloat32) s.policy->set_autocast(dtype);
     if (b.channels_last) {
       s.policy->set_channels_last(true);
@@ -140,7 +178,7 @@ void set_up_reader(TrainingSession& s, instance::NoiseInstance& noise) {
 }
 
 void set_up_optimizer(TrainingSession& s) {
-  const auto named = s.policy->named_parameters();
+  const auto named = s.config.lora.enabled() ? s.policy->lora_parameters() : s.policy->named_parameters();
   for (const auto& [name, p] : named) s.parameters.push_back(p);
   s.optimizer = optim::make_optimizer(s.config.optim, named);
   s.say("optimizer: " + s.optimizer->name() + (s.optimizer->multi_tensor() ? ", multi-tensor update" : ", per-tensor update"));
@@ -222,6 +260,29 @@ fs::path open_run_folder(TrainingSession& s, const Recipe& recipe, const PluginR
   return resume_from;
 }
 
+const char* const kLoraFile = "pytorch_lora_weights.safetensors";
+
+// Copies a checkpoint's adapters into the policy's (the optimizer and the EMA hold those very tensors).
+void restore_adapters(Backbone& policy, const fs::path& file) {
+  const model_io::LoraFile saved = model_io::read_lora_file(file, policy.lora_layers());
+  const std::vector<model_io::LoraTensors> current = policy.lora();
+  std::map<std::string, const model_io::LoraTensors*> by_module;
+  for (const auto& a : saved.adapters) by_module[a.module] = &a;
+  torch::NoGradGuard no_grad;
+  for (const model_io::LoraTensors& a : current) {
+    auto it = by_module.find(a.module);
+    if (it == by_module.end() || !it->second->down.sizes().equals(a.down.sizes()) || !it->second->up.sizes().equals(a.up.sizes()))
+      throw std::runtime_error(file.string() + ": " + (it == by_module.end() ? "no adapter for layer " : "another adapter shape for layer ") +
+                               a.module + " than [lora] makes now. HINT: resume with the recipe the run was started with "
+                               "(its recipe.toml)");
+    a.down.copy_(it->second->down);
+    a.up.copy_(it->second->up);
+  }
+  if (saved.adapters.size() != current.size())
+    throw std::runtime_error(file.string() + " holds " + std::to_string(saved.adapters.size()) + " adapters, [lora] makes " +
+                             std::to_string(current.size()) + ". HINT: resume with the recipe the run was started with (its recipe.toml)");
+}
+
 // The parts of a checkpoint besides trainer_state.json, each written and read back by its owner.
 std::vector<run::CheckpointPart> checkpoint_parts(TrainingSession& s) {
   auto write_tensors = [](const fs::path& path, const optim::NamedTensors& tensors) {
@@ -231,9 +292,15 @@ std::vector<run::CheckpointPart> checkpoint_parts(TrainingSession& s) {
   };
   auto read_tensors = [](const fs::path& path) { return model_io::SafetensorsFile::open(path).load_all(); };
   std::vector<run::CheckpointPart> parts;
-  // unet/: a diffusers folder, which diffusers loads unchanged.
-  parts.push_back({[&s](const fs::path& dir) { s.policy->save(dir / "unet"); },
-                   [&s](const fs::path& dir) { s.policy->load_weights(dir / "unet"); }});
+  if (s.config.lora.enabled()) {
+    // The adapters as diffusers' LoRA file (diffusers' load_lora_weights reads it; the base is the run's model).
+    parts.push_back({[&s](const fs::path& dir) { model_io::write_lora_file(dir / kLoraFile, s.policy->lora()); },
+                     [&s](const fs::path& dir) { restore_adapters(*s.policy, dir / kLoraFile); }});
+  } else {
+    // unet/: a diffusers folder, which diffusers loads unchanged.
+    parts.push_back({[&s](const fs::path& dir) { s.policy->save(dir / "unet"); },
+                     [&s](const fs::path& dir) { s.policy->load_weights(dir / "unet"); }});
+  }
   parts.push_back({[&s, write_tensors](const fs::path& dir) { write_tensors(dir / "optimizer.safetensors", s.optimizer->state()); },
                    [&s, read_tensors](const fs::path& dir) { s.optimizer->load_state(read_tensors(dir / "optimizer.safetensors")); }});
   if (s.ema)

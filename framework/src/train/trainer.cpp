@@ -2,6 +2,8 @@
 // window, validation, checkpoints. See docs/training.md.
 #include "prefdiff/train/trainer.hpp"
 
+#include <ATen/Context.h>
+
 #include <chrono>
 #include <cmath>
 
@@ -56,6 +58,10 @@ void run_training(const Recipe& recipe, PluginRegistry& registry, const TrainOpt
   int64_t updated = 0;       // steps of this process that changed the weights
   std::string last_skip_reason;
   for (int64_t step = s.first_step; step < loop.steps; ++step) {
+    // LoRA dropout draws its masks from torch's generator: seeded per step and rank, a resumed run draws the same.
+    if (s.config.lora.enabled() && s.config.lora.dropout > 0)
+      at::manual_seed(s.config.run.seed ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(step + 1)) ^
+                      (static_cast<uint64_t>(s.env.rank) << 48));
     const StepReport report = train_step(s, step);
     window.pairs += report.pairs;
     if (report.skipped)
@@ -79,7 +85,8 @@ void run_training(const Recipe& recipe, PluginRegistry& registry, const TrainOpt
                              ". HINT: fix that cause (set train.nan_policy = \"stop\" to stop at the first one)");
   if (s.run) {
     s.say("done: " + s.run->path().string() + " (policy: " +
-          (s.run->checkpoints().dir() / run::CheckpointStore::name_for(loop.steps) / "unet").string() + ")");
+          (s.run->checkpoints().dir() / run::CheckpointStore::name_for(loop.steps) /
+           (s.config.lora.enabled() ? "pytorch_lora_weights.safetensors" : "unet")).string() + ")");
   }
 }
 

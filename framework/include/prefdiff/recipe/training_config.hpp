@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +27,16 @@ struct BackboneConfig {
   std::string dtype, reference_dtype;
   bool gradient_checkpointing = false;
   bool channels_last = false;
+};
+
+struct LoraConfig {  // [lora]
+  int64_t rank = 0;  // 0: full fine-tuning
+  double alpha = 0.0;  // resolved: rank when the recipe says 0
+  double dropout = 0.0;
+  std::vector<std::string> target_modules;
+  double init_std = 0.0;
+  std::string base_dtype;
+  bool enabled() const { return rank > 0; }
 };
 
 struct LoopConfig {  // [train]
@@ -60,6 +71,7 @@ struct LogConfig {
 struct TrainingConfig {
   RunConfig run;
   BackboneConfig backbone;
+  LoraConfig lora;
   LoopConfig train;
   ValidationConfig eval;
   DistributedConfig distributed;

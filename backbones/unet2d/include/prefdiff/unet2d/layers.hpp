@@ -9,6 +9,8 @@
 
 #include <vector>
 
+#include "prefdiff/unet2d/lora.hpp"
+
 namespace prefdiff::unet2d {
 
 // PyTorch's default init (kaiming_uniform(a=sqrt(5)) => U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight
@@ -19,7 +21,10 @@ class Conv2dImpl : public torch::nn::Module {
  public:
   Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, const at::TensorOptions& opts);
   at::Tensor forward(const at::Tensor& x) const;
+  int64_t stride() const { return stride_; }
+  int64_t padding() const { return padding_; }
   at::Tensor weight, bias;
+  LoraAdapter lora{nullptr};  // set by set_adapter() (lora.hpp); its output is added to the layer's
 
  private:
   int64_t stride_, padding_;
@@ -31,6 +36,7 @@ class LinearImpl : public torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias, const at::TensorOptions& opts);
   at::Tensor forward(const at::Tensor& x) const;
   at::Tensor weight, bias;  // bias undefined when !with_bias
+  LoraAdapter lora{nullptr};  // set by set_adapter() (lora.hpp); its output is added to the layer's
 };
 TORCH_MODULE(Linear);
 

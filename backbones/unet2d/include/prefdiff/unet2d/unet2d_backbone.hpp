@@ -39,12 +39,22 @@ class Unet2dBackbone final : public Backbone {
   void set_channels_last(bool on) override;
   void set_autocast(std::optional<c10::ScalarType> dtype) override { autocast_ = dtype; }
 
+  // LoRA (lora.hpp): adapters on the Linear and Conv2d layers, one switch for all of them.
+  std::vector<std::string> add_lora(const LoraOptions& options) override;
+  void set_lora(const std::vector<model_io::LoraTensors>& adapters, double dropout = 0.0) override;
+  std::vector<model_io::LoraTensors> lora() const override;
+  std::vector<std::string> lora_layers() const override;
+  void set_lora_enabled(bool on) override { lora_control_->enabled = on; }
+  void set_lora_scale(double scale) override { lora_control_->multiplier = scale; }
+  void merge_lora(double scale = 1.0) override;
+
   Unet2dModel& model() { return model_; }
 
  private:
   nlohmann::json config_json_;
   Unet2dModel model_{nullptr};
   std::optional<c10::ScalarType> autocast_;
+  std::shared_ptr<LoraControl> lora_control_ = std::make_shared<LoraControl>();
 };
 
 }  // namespace prefdiff::unet2d
