@@ -326,3 +326,47 @@ TEST(Training, APluginThatTakesTheProcessDownIsNamedWithTheLastCheckpoint) {
     EXPECT_NE(log.find(part), std::string::npos) << part << "\n" << log;
   EXPECT_FALSE(fs::exists(final_weights(out / "exit", 12)));
 }
+
+// A recipe whose objectives all declare PD_CAP_REFERENCE_FREE (MaPO) builds no reference UNet: run.json
+// records no reference weights, the log says so, and no reference MSE is logged; DPO keeps its reference,
+// as large as the policy. SDPO's run records that the step computes the error inner products, and trains.
+TEST(Training, AReferenceFreeRecipeAllocatesNoReferenceUnet) {
+  const fs::path out = fresh_dir("reference_free");
+  const std::vector<std::string> short_run{"train.steps=2", "train.checkpoint_every=2", "eval.every=2"};
+  auto train = [&](const std::string& name, std::vector<std::string> extra) {
+    extra.insert(extra.end(), short_run.begin(), short_run.end());
+    const int code = run(train_args(out, name, extra), out / (name + ".log"));
+    EXPECT_EQ(code, 0) << read(out / (name + ".log"));
+    return nlohmann::json::parse(read(out / name / "run.json"));
+  };
+  const nlohmann::json mapo = train("mapo", {"objective.id=mapo"});
+  EXPECT_FALSE(mapo.at("reference").at("built").get<bool>()) << mapo.dump(2);
+  EXPECT_EQ(mapo.at("reference").at("parameters").get<int64_t>(), 0);
+  EXPECT_FALSE(mapo.at("error_inner_products").get<bool>());
+  EXPECT_NE(read(out / "mapo.log").find("reference: none"), std::string::npos) << read(out / "mapo.log");
+  const auto rows = metric_rows(out / "mapo");
+  ASSERT_FALSE(rows.empty());
+  bool validated = false;
+  for (const nlohmann::json& row : rows) {
+    EXPECT_TRUE(row.contains("mse/model_w") || row.contains("eval/loss")) << row.dump();
+    EXPECT_FALSE(row.contains("mse/ref_w") || row.contains("eval/mse/ref_w")) << "a reference MSE was logged: " << row.dump();
+    validated = validated || row.contains("eval/loss");
+  }
+  EXPECT_TRUE(validated) << "no validation row";
+
+  const nlohmann::json dpo = train("dpo", {});
+  EXPECT_TRUE(dpo.at("reference").at("built").get<bool>());
+  const auto weights = prefdiff::model_io::SafetensorsFile::open(final_weights(out / "dpo", 2));
+  int64_t policy_parameters = 0;
+  for (const std::string& name : weights.names()) policy_parameters += weights.load(name).numel();
+  EXPECT_EQ(dpo.at("reference").at("parameters").get<int64_t>(), policy_parameters);
+
+  const nlohmann::json sdpo = train("sdpo", {"objective.id=sdpo", "objective.beta=5000"});
+  EXPECT_TRUE(sdpo.at("error_inner_products").get<bool>());
+  EXPECT_TRUE(sdpo.at("reference").at("built").get<bool>());
+  const auto sdpo_rows = metric_rows(out / "sdpo");
+  const bool has_lambda = std::any_of(sdpo_rows.begin(), sdpo_rows.end(), [](const nlohmann::json& row) {
+    return row.contains("lambda") && row["lambda"].get<double>() >= 0.0 && row["lambda"].get<double>() <= 1.0;
+  });
+  EXPECT_TRUE(has_lambda) << "sdpo's lambda diagnostic is not logged";
+}

@@ -68,6 +68,15 @@ void dry_run(CliContext& context, const RecipeArgs& args) {
     std::printf("  objective %zu:  %s %s (formula %s), weight %g, %s\n", i, p.id().c_str(), p.descriptor->version,
                 p.descriptor->formula_version, objectives.weight(i), p.path.c_str());
   }
+  // What the step will compute for these objectives (ABI 1.1 capabilities, docs/objectives.md).
+  if (objectives.needs_reference())
+    std::printf("  reference:    frozen copy of the backbone, run without gradients every micro-batch (reference_dtype %s on GPU)\n",
+                config.backbone.reference_dtype.c_str());
+  else
+    std::printf("  reference:    none: every objective declares PD_CAP_REFERENCE_FREE, so no reference UNet is built or "
+                "run (reference_dtype is unused; no mse/ref_* metrics)\n");
+  if (objectives.needs_error_inner_products())
+    std::printf("  inner products: <e_w,e_l>/D per pair (an objective declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS)\n");
   std::printf("  optimizer:    %s lr %g; schedule %s\n", config.optim.at("name").get<std::string>().c_str(),
               config.optim.at("lr").get<double>(), config.schedule.dump().c_str());
   std::printf("  batch:        %lld pairs/micro-batch x %lld accumulation = %lld pairs per step per rank; %lld steps\n",

@@ -32,6 +32,19 @@ void ObjectiveSet::add(double weight, std::unique_ptr<instance::ObjectiveInstanc
   entries_.push_back({weight, std::move(instance)});
 }
 
+bool ObjectiveSet::needs_reference() const {
+  if (entries_.empty()) return true;
+  for (const Entry& entry : entries_)
+    if (!entry.instance->reference_free()) return true;
+  return false;
+}
+
+bool ObjectiveSet::needs_error_inner_products() const {
+  for (const Entry& entry : entries_)
+    if (entry.instance->needs_error_inner_products()) return true;
+  return false;
+}
+
 void ObjectiveSet::evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs& combined) {
   const size_t n = inputs.model_w.size();
   combined.resize(n);

@@ -38,17 +38,23 @@ NoisedPairs add_noise(const diffusion::NoiseSchedule& schedule, const DpoBatch& 
   return out;
 }
 
-Predictions predict(Backbone& policy, Backbone& reference, const NoisedPairs& in) {
+Predictions predict(Backbone& policy, Backbone* reference, const NoisedPairs& in, bool error_inner_products) {
   Predictions out;
   // Per-image mean squared error over C,H,W, in fp32 whatever the model's dtype.
   out.model_pred = policy.forward(in.noisy, in.timesteps, in.text, in.added);
-  out.model_mse = (out.model_pred.to(torch::kFloat32) - in.target).pow(2).mean({1, 2, 3});
+  const at::Tensor error = out.model_pred.to(torch::kFloat32) - in.target;
+  out.model_mse = error.pow(2).mean({1, 2, 3});
+  if (error_inner_products) {  // <e_w,e_l>/D: the same fp32 elementwise product and mean as the MSE
+    const std::vector<at::Tensor> halves = error.detach().chunk(2);
+    out.error_wl = (halves[0] * halves[1]).mean({1, 2, 3});
+  }
+  if (reference == nullptr) return out;  // reference-free objectives: no reference forward at all
   torch::NoGradGuard no_grad;
-  out.ref_pred = reference.forward(in.noisy.to(reference.dtype()), in.timesteps, in.text.to(reference.dtype()),
-                                   in.added ? std::optional<AddedConditions>(AddedConditions{
-                                                  in.added->text_embeds.to(reference.dtype()),
-                                                  in.added->time_ids.to(reference.dtype())})
-                                            : std::nullopt);
+  out.ref_pred = reference->forward(in.noisy.to(reference->dtype()), in.timesteps, in.text.to(reference->dtype()),
+                                    in.added ? std::optional<AddedConditions>(AddedConditions{
+                                                   in.added->text_embeds.to(reference->dtype()),
+                                                   in.added->time_ids.to(reference->dtype())})
+                                             : std::nullopt);
   out.ref_mse = (out.ref_pred.to(torch::kFloat32) - in.target).pow(2).mean({1, 2, 3});
   return out;
 }
@@ -56,16 +62,30 @@ Predictions predict(Backbone& policy, Backbone& reference, const NoisedPairs& in
 ObjectiveInputs to_objective_inputs(const Predictions& p, const DpoBatch& batch, int64_t step, uint64_t global_pairs) {
   const int64_t pairs = batch.latents_w.size(0);
   // One device-to-host copy (one sync) for what the objective reads: model MSEs, reference MSEs, timesteps
-  // (integers below 2^24, exact in float32).
-  const std::vector<double> host = to_doubles(
-      torch::cat({p.model_mse.detach(), p.ref_mse, batch.timesteps.to(p.model_mse.device(), torch::kFloat32)}));
-  const auto part = [&](int64_t index) { return host.begin() + index * pairs; };
+  // (integers below 2^24, exact in float32), <e_w,e_l>/D; the optional parts only when they were computed.
+  std::vector<at::Tensor> parts{p.model_mse.detach()};
+  if (p.ref_mse.defined()) parts.push_back(p.ref_mse);
+  parts.push_back(batch.timesteps.to(p.model_mse.device(), torch::kFloat32));
+  if (p.error_wl.defined()) parts.push_back(p.error_wl);
+  const std::vector<double> host = to_doubles(torch::cat(parts));
+  auto next = host.begin();
+  auto take = [&](std::vector<double>& into) {
+    into.assign(next, next + pairs);
+    next += pairs;
+  };
   ObjectiveInputs errors;
-  errors.model_w.assign(part(0), part(1));
-  errors.model_l.assign(part(1), part(2));
-  errors.ref_w.assign(part(2), part(3));
-  errors.ref_l.assign(part(3), part(4));
-  errors.timestep.assign(part(4), part(5));
+  take(errors.model_w);
+  take(errors.model_l);
+  if (p.ref_mse.defined()) {
+    take(errors.ref_w);
+    take(errors.ref_l);
+  }
+  take(errors.timestep);
+  if (p.error_wl.defined()) {  // <e_w,e_w>/D and <e_l,e_l>/D are the MSEs themselves (objective.h)
+    take(errors.error_wl);
+    errors.error_ww = errors.model_w;
+    errors.error_ll = errors.model_l;
+  }
   errors.step = step;
   errors.global_count = global_pairs;
   return errors;
@@ -93,7 +113,14 @@ void DpoStepResult::summarize() {
 
 DpoStep::DpoStep(Backbone& policy, Backbone& reference, const diffusion::NoiseSchedule& schedule,
                  ObjectiveSet& objectives)
-    : policy_(policy), reference_(reference), schedule_(schedule), objectives_(objectives) {}
+    : DpoStep(policy, &reference, schedule, objectives) {}
+
+DpoStep::DpoStep(Backbone& policy, Backbone* reference, const diffusion::NoiseSchedule& schedule,
+                 ObjectiveSet& objectives)
+    : policy_(policy), reference_(reference), schedule_(schedule), objectives_(objectives) {
+  TORCH_CHECK(reference_ != nullptr || !objectives_.needs_reference(),
+              "DpoStep without a reference model, but an objective reads ref_w/ref_l (not PD_CAP_REFERENCE_FREE)");
+}
 
 DpoStepResult DpoStep::train(const DpoBatch& batch, double grad_scale, int64_t step, uint64_t global_pairs,
                              bool keep_tensors) {
@@ -108,7 +135,7 @@ DpoStepResult DpoStep::evaluate(const DpoBatch& batch, int64_t step, uint64_t gl
 DpoStepResult DpoStep::run(const DpoBatch& batch, std::optional<double> grad_scale, int64_t step,
                            uint64_t global_pairs, bool keep_tensors) {
   const NoisedPairs noised = add_noise(schedule_, batch);
-  const Predictions predictions = predict(policy_, reference_, noised);
+  const Predictions predictions = predict(policy_, reference_, noised, objectives_.needs_error_inner_products());
   DpoStepResult result;
   result.errors = to_objective_inputs(predictions, batch, step, global_pairs);
   objectives_.evaluate(result.errors, result.objective);
@@ -117,7 +144,7 @@ DpoStepResult DpoStep::run(const DpoBatch& batch, std::optional<double> grad_sca
   if (keep_tensors) {
     result.noisy_latents = noised.noisy.detach();
     result.model_pred = predictions.model_pred.detach();
-    result.ref_pred = predictions.ref_pred.detach();
+    if (predictions.ref_pred.defined()) result.ref_pred = predictions.ref_pred.detach();
   }
   return result;
 }

@@ -84,7 +84,7 @@ void add_adapters(TrainingSession& s) {
     torch::NoGradGuard no_grad;
     for (auto& [name, p] : s.policy->named_parameters()) p.set_data(p.to(base_dtype));
   }
-  s.reference = std::make_unique<AdaptersOffReference>(*s.policy);
+  if (s.needs_reference) s.reference = std::make_unique<AdaptersOffReference>(*s.policy);
 }
 
 void set_up_models(TrainingSession& s) {
@@ -99,12 +99,12 @@ void set_up_models(TrainingSession& s) {
   const fs::path folder = !b.pretrained.empty() ? fs::path(b.pretrained) : fs::path(s.source->attribute("reference_model"));
   if (!folder.empty()) {
     s.policy = backbones.load(b.id, folder, options);
-    if (!lora) s.reference = backbones.load(b.id, folder, options);
+    if (!lora && s.needs_reference) s.reference = backbones.load(b.id, folder, options);
   } else if (!b.config.empty()) {
     const nlohmann::json config = model_io::read_json_file(b.config);
     torch::manual_seed(s.config.run.seed);
     s.policy = backbones.create(b.id, config, options);
-    if (!lora) {
+    if (!lora && s.needs_reference) {
       s.reference = backbones.create(b.id, config, options);
       torch::NoGradGuard no_grad;  // the reference starts equal to the policy, as with pretrained weights
       auto dst = s.reference->named_parameters();
@@ -114,21 +114,34 @@ void set_up_models(TrainingSession& s) {
   } else {
     throw std::runtime_error("[backbone] needs `pretrained` (a diffusers folder) or `config` (random init)");
   }
-  if (lora) add_adapters(s);
-  s.reference->set_requires_grad(false);
-  s.reference->train(false);
+  if (lora) add_adapters(s);  // the reference, when the objectives need one, is the policy with adapters off
+  if (s.reference) {
+    s.reference->set_requires_grad(false);
+    s.reference->train(false);
+  }
   s.policy->train(true);
   if (s.device.is_cuda()) {
-    s.reference->to(s.device, parse_dtype(b.reference_dtype));
+    if (s.reference) s.reference->to(s.device, parse_dtype(b.reference_dtype));
     auto dtype = parse_dtype(b.dtype);
     if (lora && dtype == torch::kFloat32) dtype = parse_dtype(s.config.lora.base_dtype);  // bf16 base weights need autocast
     if (dtype != torch::kFloat32) s.policy->set_autocast(dtype);
     if (b.channels_last) {
       s.policy->set_channels_last(true);
-      s.reference->set_channels_last(true);
+      if (s.reference) s.reference->set_channels_last(true);
     }
   }
   s.policy->set_gradient_checkpointing(b.gradient_checkpointing);
+  s.say(s.reference ? "reference: a frozen copy of the policy's initial weights"
+                    : "reference: none (every objective declares PD_CAP_REFERENCE_FREE: no reference UNet is built or run)");
+  if (s.needs_error_inner_products)
+    s.say("error inner products: <e_w,e_l>/D per pair (an objective declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS)");
+}
+
+int64_t parameter_count(const Backbone* model) {
+  int64_t count = 0;
+  if (model != nullptr)
+    for (const auto& [name, p] : model->named_parameters()) count += p.numel();
+  return count;
 }
 
 // Latents and prompt embeddings must have the shapes the backbone was built for: a clear error now
@@ -214,6 +227,9 @@ nlohmann::json run_metadata(const TrainingSession& s, const PluginRegistry& regi
                        {"path", p.path}});
   m["plugins"] = plugins;
   m["backbone"] = {{"id", s.policy->id()}, {"config", s.policy->config()}};
+  // What the step computes for the objectives (ABI 1.1): a reference-free run holds no reference weights.
+  m["reference"] = {{"built", s.reference != nullptr}, {"parameters", parameter_count(s.reference.get())}};
+  m["error_inner_products"] = s.needs_error_inner_products;
   nlohmann::json attributes = nlohmann::json::object();
   for (const auto& [name, value] : s.source->attributes()) attributes[name] = value;
   m["data_source"] = {{"id", s.source->id()}, {"label", s.source->label()}, {"attributes", attributes}};
@@ -376,6 +392,8 @@ std::unique_ptr<TrainingSession> open_session(const Recipe& recipe, PluginRegist
   s->config = TrainingConfig::from_recipe(recipe.values);
   s->options = options;
   s->objectives = &recipe.components->objectives;
+  s->needs_reference = s->objectives->needs_reference();
+  s->needs_error_inner_products = s->objectives->needs_error_inner_products();
   set_up_processes(*s);
   open_data_source(*s, *recipe.components);
   set_up_models(*s);

@@ -37,8 +37,10 @@ void record(run::MetricsSink& metrics, const DpoStepResult& r, double flip_fract
   metrics.add(run::metric::kMargin, r.margin);
   metrics.add(run::metric::kModelW, mean(r.errors.model_w));
   metrics.add(run::metric::kModelL, mean(r.errors.model_l));
-  metrics.add(run::metric::kRefW, mean(r.errors.ref_w));
-  metrics.add(run::metric::kRefL, mean(r.errors.ref_l));
+  if (!r.errors.ref_w.empty()) {  // absent for reference-free objectives: no reference ran
+    metrics.add(run::metric::kRefW, mean(r.errors.ref_w));
+    metrics.add(run::metric::kRefL, mean(r.errors.ref_l));
+  }
   for (const auto& [name, value] : r.objective.diagnostics) metrics.add(name, value);
   metrics.add("noise/flipped", flip_fraction);
 }
@@ -64,7 +66,8 @@ StepReport train_step(TrainingSession& s, int64_t step) {
       const DpoBatch batch = to_device_batch(pairs, *s.policy, s.config.run.seed,
                                              s.schedule.config().num_train_timesteps, s.device);  // + t and noise
       const NoisedPairs noised = add_noise(s.schedule, batch);                                   // noising
-      const Predictions predictions = predict(*s.policy, *s.reference, noised);                // policy and reference
+      const Predictions predictions =                                                          // policy and reference
+          predict(*s.policy, s.reference.get(), noised, s.needs_error_inner_products);         // (null: none needed)
       DpoStepResult r;
       r.errors = to_objective_inputs(predictions, batch, step, s.global_pairs());               // per-image errors
       s.objectives->evaluate(r.errors, r.objective);                                            // objective(s)

@@ -22,7 +22,7 @@ void validate(TrainingSession& s, int64_t step) {
   o.prefetch = 0;
   data::PairReader reader(*s.held_out, o);
   reader.start(0, 0);
-  DpoStep dpo(*s.policy, *s.reference, s.schedule, *s.objectives);
+  DpoStep dpo(*s.policy, s.reference.get(), s.schedule, *s.objectives);
   std::map<std::string, double> sums;
   double count = 0;
   data::PairBatch b;
@@ -38,6 +38,7 @@ void validate(TrainingSession& s, int64_t step) {
     for (size_t i = 0; i < b.size(); ++i) {
       sums["mse/model_w"] += r.errors.model_w[i];
       sums["mse/model_l"] += r.errors.model_l[i];
+      if (r.errors.ref_w.empty()) continue;  // reference-free objectives: no reference ran
       sums["mse/ref_w"] += r.errors.ref_w[i];
       sums["mse/ref_l"] += r.errors.ref_l[i];
     }

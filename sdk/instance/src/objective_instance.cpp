@@ -106,6 +106,17 @@ Evaluation ObjectiveInstance::evaluate(const Batch& batch) {
 bool ObjectiveInstance::stateful() const { return (plugin_.descriptor->capabilities & PD_CAP_STATEFUL) != 0; }
 bool ObjectiveInstance::batch_coupled() const { return (plugin_.descriptor->capabilities & PD_CAP_BATCH_COUPLED) != 0; }
 
+namespace {
+bool requests(const PluginLibrary& plugin, uint64_t capability) {
+  return plugin.descriptor->abi_minor >= 1 && (plugin.descriptor->capabilities & capability) != 0;
+}
+}  // namespace
+
+bool ObjectiveInstance::reference_free() const { return requests(plugin_, PD_CAP_REFERENCE_FREE); }
+bool ObjectiveInstance::needs_error_inner_products() const {
+  return requests(plugin_, PD_CAP_NEEDS_ERROR_INNER_PRODUCTS);
+}
+
 std::string ObjectiveInstance::save_state() {
   if (!stateful() || functions_->save_state == nullptr) return std::string();
   auto fail = [&](pd_status status, const std::string& message) {

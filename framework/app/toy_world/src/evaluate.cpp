@@ -62,12 +62,18 @@ SampleStats sample_stats(const World& world, int64_t k, const float* x, int64_t 
   return s;
 }
 
-// Per-image denoising MSE (fp32) of `model` on the doubled batch [winners; losers].
+// Per-image denoising MSE (fp32) of `model` on the doubled batch [winners; losers]; with `error_wl`, also
+// <e_w,e_l>/D per pair from the same fp32 error, as the training step computes it (dpo_step.cpp).
 at::Tensor pair_mse(Backbone& model, const at::Tensor& noisy, const at::Tensor& t, const at::Tensor& text,
-                    const at::Tensor& eps) {
+                    const at::Tensor& eps, at::Tensor* error_wl = nullptr) {
   const at::Tensor pred = model.forward(noisy.to(model.device(), model.dtype()), t.to(model.device()),
                                         text.to(model.device(), model.dtype()));
-  return (pred.to(at::kFloat) - eps.to(model.device())).pow(2).mean({1, 2, 3}).to(at::kCPU).to(at::kDouble);
+  const at::Tensor error = pred.to(at::kFloat) - eps.to(model.device());
+  if (error_wl != nullptr) {
+    const std::vector<at::Tensor> halves = error.chunk(2);
+    *error_wl = (halves[0] * halves[1]).mean({1, 2, 3}).to(at::kCPU).to(at::kDouble).contiguous();
+  }
+  return error.pow(2).mean({1, 2, 3}).to(at::kCPU).to(at::kDouble);
 }
 
 }  // namespace
@@ -166,7 +172,9 @@ nlohmann::json evaluate(Backbone& policy, Backbone& reference, const World& worl
       }
       const at::Tensor noisy = at::cat({schedule.add_noise(xw, eps, t), schedule.add_noise(xl, eps, t)}, 0);
       const at::Tensor tt = at::cat({t, t}, 0), text2 = at::cat({text, text}, 0), eps2 = at::cat({eps, eps}, 0);
-      const at::Tensor mp = pair_mse(policy, noisy, tt, text2, eps2).contiguous();
+      at::Tensor wl;  // the policy's error inner products, for objectives that declare they read them
+      const at::Tensor mp =
+          pair_mse(policy, noisy, tt, text2, eps2, objectives.needs_error_inner_products() ? &wl : nullptr).contiguous();
       const at::Tensor mr = pair_mse(reference, noisy, tt, text2, eps2).contiguous();
       const double* pm = mp.data_ptr<double>();
       const double* rm = mr.data_ptr<double>();
@@ -177,6 +185,11 @@ nlohmann::json evaluate(Backbone& policy, Backbone& reference, const World& worl
       errors.ref_w.assign(rm, rm + n);
       errors.ref_l.assign(rm + n, rm + 2 * n);
       for (int64_t i = 0; i < n; ++i) errors.timestep.push_back(static_cast<double>(t.data_ptr<int64_t>()[i]));
+      if (wl.defined()) {  // error_ww/error_ll are the MSEs themselves (objective.h)
+        errors.error_wl.assign(wl.data_ptr<double>(), wl.data_ptr<double>() + n);
+        errors.error_ww = errors.model_w;
+        errors.error_ll = errors.model_l;
+      }
       errors.step = step;
       // Overflowing or NaN policy outputs: no margin (the plugin would refuse the input); the NaN makes the
       // metrics non-finite, which `prefdiff eval` reports without writing a result.

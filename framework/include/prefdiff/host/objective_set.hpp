@@ -39,6 +39,12 @@ class ObjectiveSet {
   // naming the plugin when one fails or returns a non-finite number.
   void evaluate(const ObjectiveInputs& inputs, ObjectiveOutputs& combined);
 
+  // What the objectives read beyond the policy's MSEs (ABI 1.1 capabilities), for the host to compute
+  // only that: the reference is needed unless EVERY objective declares PD_CAP_REFERENCE_FREE; the error
+  // inner products are needed when ANY objective declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS.
+  bool needs_reference() const;
+  bool needs_error_inner_products() const;
+
   size_t size() const { return entries_.size(); }
   instance::ObjectiveInstance& instance(size_t i) { return *entries_[i].instance; }
   const instance::ObjectiveInstance& instance(size_t i) const { return *entries_[i].instance; }

@@ -6,6 +6,9 @@
 // gradients come back and are applied through the surrogate S = grad_scale * sum_i (g_w,i * model_w,i +
 // g_l,i * model_l,i), whose gradient with respect to the policy's parameters is exactly the objective's
 // (backward_surrogate). DpoStep runs the stages as one call (validation, the golden test, benchmarks).
+// Only what the objectives declare is computed (ABI 1.1, docs/objectives.md "What the host provides"): no
+// reference forward when every objective is reference-free (ref_w/ref_l then empty = NULL), and the error
+// inner products only when one asks for them.
 #pragma once
 
 #include <optional>
@@ -38,12 +41,16 @@ struct NoisedPairs {
 NoisedPairs add_noise(const diffusion::NoiseSchedule& schedule, const DpoBatch& batch);
 
 // Predictions and per-image fp32 MSEs ([2B], winners first) of the policy (with grad) and the reference.
+// ref_pred/ref_mse are undefined without a reference (reference-free objectives); error_wl ([B], detached)
+// is <e_w,e_l>/D per pair, e = model_pred - target in fp32, reduced as the MSE, defined only when asked.
 struct Predictions {
-  at::Tensor model_pred, model_mse, ref_pred, ref_mse;
+  at::Tensor model_pred, model_mse, ref_pred, ref_mse, error_wl;
 };
-Predictions predict(Backbone& policy, Backbone& reference, const NoisedPairs& pairs);
+// reference == nullptr: no reference forward (every objective declares PD_CAP_REFERENCE_FREE).
+Predictions predict(Backbone& policy, Backbone* reference, const NoisedPairs& pairs, bool error_inner_products = false);
 
-// The objective's inputs on the host: one device-to-host copy for model MSEs, reference MSEs and timesteps.
+// The objective's inputs on the host: one device-to-host copy for model MSEs, reference MSEs (when
+// predicted), timesteps and <e_w,e_l>/D (when predicted; error_ww/error_ll are then copies of model_w/model_l).
 ObjectiveInputs to_objective_inputs(const Predictions& predictions, const DpoBatch& batch, int64_t step,
                                     uint64_t global_pairs);
 
@@ -51,7 +58,7 @@ ObjectiveInputs to_objective_inputs(const Predictions& predictions, const DpoBat
 void backward_surrogate(const at::Tensor& model_mse, const ObjectiveOutputs& objective, double grad_scale);
 
 struct DpoStepResult {
-  ObjectiveInputs errors;      // model_w, model_l, ref_w, ref_l (per pair, fp32 computed, as doubles)
+  ObjectiveInputs errors;      // model_w, model_l, ref_w, ref_l, error_* (per pair, fp32 computed, as doubles)
   ObjectiveOutputs objective;  // per-pair loss, gradients, margins; diagnostics
   double loss = 0.0;           // mean per-pair loss of this micro-batch
   double implicit_accuracy = 0.0;  // mean(h > 0), ties count as wrong
@@ -64,6 +71,9 @@ struct DpoStepResult {
 class DpoStep {
  public:
   DpoStep(Backbone& policy, Backbone& reference, const diffusion::NoiseSchedule& schedule, ObjectiveSet& objectives);
+  // reference == nullptr: a reference-free step (objectives.needs_reference() must be false). The inner
+  // products are computed when objectives.needs_error_inner_products().
+  DpoStep(Backbone& policy, Backbone* reference, const diffusion::NoiseSchedule& schedule, ObjectiveSet& objectives);
 
   // Forward both models, evaluate the objectives and backpropagate the surrogate scaled by `grad_scale`
   // (1/B for a batch mean; divide further by the accumulation steps). `global_pairs` is the number of
@@ -77,7 +87,7 @@ class DpoStep {
   DpoStepResult run(const DpoBatch& batch, std::optional<double> grad_scale, int64_t step, uint64_t global_pairs,
                     bool keep_tensors);
   Backbone& policy_;
-  Backbone& reference_;
+  Backbone* reference_;
   const diffusion::NoiseSchedule& schedule_;
   ObjectiveSet& objectives_;
 };

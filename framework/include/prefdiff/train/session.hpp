@@ -47,8 +47,14 @@ struct TrainingSession {
   std::unique_ptr<data::PairReader> reader;
 
   // The policy (trained) and the frozen reference. With LoRA the reference becomes the policy with its
-  // adapters switched off, and `parameters` only the adapters.
+  // adapters switched off, and `parameters` only the adapters. `reference` is null when the recipe's
+  // objectives need none (needs_reference).
   std::unique_ptr<Backbone> policy, reference;
+  // What the objectives read beyond the policy's MSEs (ABI 1.1), decided once from the objective set:
+  // false when every objective declares PD_CAP_REFERENCE_FREE (no reference is built or run).
+  bool needs_reference = true;
+  // Some objective declares PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: the step computes <e_w,e_l>/D per pair.
+  bool needs_error_inner_products = false;
   std::vector<at::Tensor> parameters;  // what the optimizer updates
   diffusion::NoiseSchedule schedule;
   ObjectiveSet* objectives = nullptr;  // built by the recipe's validation

@@ -51,6 +51,9 @@ class ObjectiveInstance {
 
   bool stateful() const;        // PD_CAP_STATEFUL
   bool batch_coupled() const;   // PD_CAP_BATCH_COUPLED
+  // The ABI 1.1 input requests (objective.h); false for a 1.0 plugin, which cannot have meant those bits.
+  bool reference_free() const;              // PD_CAP_REFERENCE_FREE: never reads ref_w/ref_l
+  bool needs_error_inner_products() const;  // PD_CAP_NEEDS_ERROR_INNER_PRODUCTS: reads error_ww/wl/ll
   std::string save_state();     // "" when not stateful; throws PluginError
   void load_state(const std::string& state);  // no-op when not stateful; throws PluginError
   pd_status try_load_state(const std::string& state, std::string* message);  // the status as data (the kit)
