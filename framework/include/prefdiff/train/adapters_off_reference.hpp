@@ -29,6 +29,8 @@ class AdaptersOffReference final : public Backbone {
   void train(bool) override {}
   void set_requires_grad(bool) override {}
   void set_gradient_checkpointing(bool) override {}
+  void set_activation_budget(std::optional<double>) override {}
+  nlohmann::json checkpointing_summary() const override { return policy_.checkpointing_summary(); }
   void set_channels_last(bool) override {}
   void set_autocast(std::optional<c10::ScalarType>) override {}
 
