@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "prefdiff/instance/plugin_call.hpp"
+#include "create_instance.hpp"
 
 namespace prefdiff::instance {
 
@@ -13,18 +14,10 @@ DataSource::DataSource(const PluginLibrary& plugin, ParamSet params, const pd_ho
   if (plugin.kind() != PD_KIND_DATASET)
     throw PluginError(PD_ERR_INVALID_ARGUMENT, plugin.label() + " is not a dataset source");
   functions_ = static_cast<const pd_dataset_functions*>(plugin.descriptor->functions);
+  instance_ = create_instance(*functions_, host, params_, plugin_label_, "dataset source", id_);
   prefdiff::sdk::ErrorBuffer error;
-  const std::vector<pd_param_value>& values = params_.abi();
-  pd_status status = call_plugin(plugin_label_, "create()", [&] {
-    return functions_->create(host, values.empty() ? nullptr : values.data(), static_cast<uint32_t>(values.size()),
-                              &instance_, error.get());
-  });
-  if (status != PD_OK || instance_ == nullptr)
-    throw PluginError(status != PD_OK ? status : PD_ERR_INTERNAL,
-                      "dataset source '" + id_ + "': " + error.message() + " [" + prefdiff::sdk::status_name(status) + "]",
-                      error.message());
   const pd_dataset_description* description = nullptr;
-  status = call_plugin(plugin_label_, "describe()",
+  pd_status status = call_plugin(plugin_label_, "describe()",
                        [&] { return functions_->describe(instance_, &description, error.get()); });
   auto fail = [&](const std::string& message) {
     call_plugin(plugin_label_, "destroy()", [&] { functions_->destroy(instance_); });

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "prefdiff/instance/plugin_call.hpp"
+#include "create_instance.hpp"
 #include "prefdiff/sdk.hpp"
 
 namespace prefdiff::instance {
@@ -13,19 +14,7 @@ NoiseInstance::NoiseInstance(const PluginLibrary& plugin, ParamSet params, const
   if (plugin.kind() != PD_KIND_NOISE_INJECTOR)
     throw PluginError(PD_ERR_INVALID_ARGUMENT, plugin.label() + " is not a noise injector");
   functions_ = static_cast<const pd_noise_functions*>(plugin.descriptor->functions);
-  sdk::ErrorBuffer error;
-  const std::vector<pd_param_value>& values = params_.abi();
-  const pd_status status = call_plugin(label_, "create()", [&] {
-    return functions_->create(host, values.empty() ? nullptr : values.data(), static_cast<uint32_t>(values.size()),
-                              &instance_, error.get());
-  });
-  if (status != PD_OK || instance_ == nullptr) {
-    const std::string message = error.message();
-    throw PluginError(status != PD_OK ? status : PD_ERR_INTERNAL,
-                      "noise injector '" + plugin.id() + "' refused its parameters: " +
-                          (!message.empty() ? message : std::string("no message (") + sdk::status_name(status) + ")"),
-                      message);
-  }
+  instance_ = create_instance(*functions_, host, params_, label_, "noise injector", plugin.id());
 }
 
 NoiseInstance::~NoiseInstance() {

@@ -5,6 +5,7 @@
 #include <limits>
 #include <string>
 
+#include "create_instance.hpp"
 #include "prefdiff/sdk.hpp"
 
 namespace prefdiff::instance {
@@ -15,19 +16,7 @@ ObjectiveInstance::ObjectiveInstance(const PluginLibrary& plugin, ParamSet param
     throw PluginError(PD_ERR_INVALID_ARGUMENT, plugin.label() + " is not an objective");
   functions_ = static_cast<const pd_objective_functions*>(plugin.descriptor->functions);
   for (uint32_t i = 0; i < functions_->diagnostic_count; ++i) diagnostic_names_.push_back(functions_->diagnostic_names[i]);
-  sdk::ErrorBuffer error;
-  const std::vector<pd_param_value>& values = params_.abi();
-  const pd_status status = call_plugin(label_, "create()", [&] {
-    return functions_->create(host, values.empty() ? nullptr : values.data(), static_cast<uint32_t>(values.size()),
-                              &instance_, error.get());
-  });
-  if (status != PD_OK || instance_ == nullptr) {
-    const std::string message = error.message();
-    throw PluginError(status != PD_OK ? status : PD_ERR_INTERNAL,
-                      "objective '" + plugin.id() + "' refused its parameters: " +
-                          (!message.empty() ? message : std::string("no message (") + sdk::status_name(status) + ")"),
-                      message);
-  }
+  instance_ = create_instance(*functions_, host, params_, label_, "objective", plugin.id());
 }
 
 ObjectiveInstance::~ObjectiveInstance() {
