@@ -16,20 +16,11 @@
 #include <gtest/gtest.h>
 
 #include "prefdiff/torch_host/distributed.hpp"
+#include "../common/free_port.hpp"
 
 namespace {
 
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using prefdiff::testing::free_port;
 
 // Starts `world` ranks of objective_ranks and returns their exit codes.
 std::vector<int> launch(int world, const std::string& objective, const std::string& prefix, bool die = false) {

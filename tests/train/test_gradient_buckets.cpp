@@ -24,23 +24,14 @@
 #include "prefdiff/torch_host/distributed.hpp"
 #include "prefdiff/torch_host/gradient_buckets.hpp"
 #include "prefdiff/model_io/safetensors.hpp"
+#include "../common/free_port.hpp"
 
 using namespace prefdiff;
 namespace fs = std::filesystem;
 
 namespace {
 
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+using prefdiff::testing::free_port;
 
 fs::path scratch_dir() { return fs::path(::testing::TempDir()) / ("gradient_buckets_" + std::to_string(getpid())); }
 
